@@ -1,0 +1,323 @@
+"""The config sections of ``pipeline_config.yaml``, one frozen pydantic model each.
+
+Each field's description says why its default is what it is; ``stcorr config-reference`` renders
+them as the config reference, so the docs never drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(Section):
+    root: str = Field(
+        "work",
+        description="Where shards, checkpoints and outputs go: a local folder or s3://bucket/prefix. "
+        "'work' keeps the embedded demo inside the checkout.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 API endpoint for MinIO, moto or another S3-compatible server; null = AWS. "
+        "Credentials come only from the environment or ~/.aws, never from this file.",
+    )
+    s3_region: str | None = Field(None, description="S3 region; null lets boto3 decide (AWS_DEFAULT_REGION).")
+    retries: PosInt = Field(
+        4, description="Attempts per S3 call before giving up: rides out a blip, fails within ~15 s."
+    )
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(
+        "sqlite:///work/mlflow.db",
+        description="MLflow tracking URI. SQLite is the embedded default because MLflow 3 needs a "
+        "database backend for the model registry; null disables tracking.",
+    )
+    experiment: str = Field("stcorr", description="MLflow experiment every run goes to.")
+    artifact_location: str | None = Field(
+        "work/mlartifacts",
+        description="Artifact root for a new experiment (local folder or s3://); null = server default.",
+    )
+    model_name: str = Field(
+        "stcorr-encoder",
+        description="Registered model name; aliases 'teacher' and 'candidate' point into it.",
+    )
+
+
+class ComputeConfig(Section):
+    ray_address: str | None = Field(
+        None, description="Ray cluster address; null starts a local Ray on this machine."
+    )
+    num_cpus: PosInt | None = Field(
+        None, description="CPUs a local Ray may use; null = all cores of this machine."
+    )
+    prefect_api_url: str | None = Field(
+        None, description="Prefect server API; null runs an ephemeral Prefect inside the process."
+    )
+    workers: PosInt = Field(2, description="Ray Train workers (DDP ranks); 2 matches a 2-core laptop.")
+    cpus_per_worker: PosFloat = Field(1.0, description="CPUs reserved per training worker.")
+    gpus_per_worker: NonNegFloat = Field(
+        0.0, description="GPUs per training worker; > 0 switches to CUDA, nccl, AMP and channels-last."
+    )
+    loader_workers: NonNegInt = Field(
+        1, description="DataLoader processes per training worker; 1 overlaps decode with compute on 2 cores."
+    )
+
+
+class SynthConfig(Section):
+    seed: int = Field(0, description="Everything synthetic is a pure function of this seed.")
+    images: NonNegInt = Field(256, description="Still images for contrastive pretraining.")
+    image_size: PosInt = Field(96, description="Side of a synthetic still image in pixels.")
+    videos: NonNegInt = Field(24, description="Training videos.")
+    video_frames: PosInt = Field(24, description="Frames per training video.")
+    video_size: tuple[PosInt, PosInt] = Field(
+        (96, 128), description="(height, width) of training videos; small so the demo trains in minutes."
+    )
+    objects: PosInt = Field(3, description="Moving textured objects per video.")
+    davis_sequences: NonNegInt = Field(4, description="Sequences in the synthetic DAVIS-2017 benchmark.")
+    vip_sequences: NonNegInt = Field(2, description="Sequences in the synthetic VIP benchmark.")
+    jhmdb_sequences: NonNegInt = Field(2, description="Sequences in the synthetic JHMDB benchmark.")
+    benchmark_frames: PosInt = Field(12, description="Frames per synthetic benchmark sequence.")
+    benchmark_size: tuple[PosInt, PosInt] = Field(
+        (96, 160), description="(height, width) of synthetic benchmark frames."
+    )
+
+
+class DataConfig(Section):
+    source: Literal["synthetic", "folders"] = Field(
+        "synthetic",
+        description="'synthetic' generates everything (no downloads, the embedded default); "
+        "'folders' reads the real data sets from the paths below.",
+    )
+    synthetic_root: str = Field("work/data", description="Where generated data is written.")
+    images: str | None = Field(
+        None, description="ImageNet-style image folder (searched recursively) for pretraining."
+    )
+    videos: str | None = Field(
+        None,
+        description="Video source: a folder of video files (.mp4/.avi/.mkv/.webm) or of "
+        "YouTube-VOS/DAVIS-style JPEG frame folders.",
+    )
+    davis: str | None = Field(
+        None, description="DAVIS-2017 root (JPEGImages/480p, Annotations/480p, ImageSets)."
+    )
+    vip: str | None = Field(None, description="VIP root (VIP_Fine layout).")
+    jhmdb: str | None = Field(None, description="JHMDB root (frames + joint_positions).")
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+
+class ShardConfig(Section):
+    samples_per_shard: PosInt = Field(
+        64,
+        description="Samples per tar shard. Real runs want 0.25-1 GB shards and several per loader "
+        "worker; 64 gives the demo enough shards for 2 ranks x 1 worker.",
+    )
+    max_samples: PosInt | None = Field(
+        None, description="Cap on samples per source (quick tries); null = all."
+    )
+    video_format: Literal["encoded", "frames"] = Field(
+        "encoded",
+        description="'encoded' stores the video file's bytes (10-50x smaller, decoded by decord at "
+        "read time); 'frames' stores JPEG frames (cheap decode, big shards).",
+    )
+    max_video_frames: PosInt | None = Field(
+        None, description="Keep at most this many frames per video in 'frames' mode; null = all."
+    )
+    image_max_side: PosInt | None = Field(
+        None, description="Re-encode images whose longer side exceeds this; null keeps the original bytes."
+    )
+    max_bad_fraction: Fraction = Field(
+        0.05,
+        description="Corrupt inputs are skipped and listed in the manifest; the stage fails only past "
+        "this fraction, which catches a wrong folder without dying on one bad file.",
+    )
+    parallelism: PosInt | None = Field(
+        None, description="Shards written at once (Ray tasks); null = one per available CPU."
+    )
+
+
+class MocoConfig(Section):
+    dim: PosInt = Field(128, description="Embedding size of the MLP head (MoCo v2).")
+    hidden: PosInt = Field(2048, description="Hidden width of the 2-layer MLP head (MoCo v2).")
+    queue: PosInt = Field(
+        4096,
+        description="Negatives in the queue (K). MoCo uses 65536 for ImageNet; the demo data set has "
+        "a few hundred images, so a smaller queue avoids stale keys.",
+    )
+    momentum: Fraction = Field(0.999, description="Key-encoder momentum m (MoCo).")
+    tau: PosFloat = Field(0.2, description="InfoNCE temperature (MoCo v2 uses 0.2).")
+    shuffle_bn: bool = Field(
+        True, description="Shuffle BN across ranks for the key encoder (MoCo); SyncBN is the alternative."
+    )
+
+
+class PretrainConfig(Section):
+    arch: Literal["resnet18", "resnet50"] = Field(
+        "resnet18", description="Backbone; the paper's main rows use ResNet-18."
+    )
+    steps: PosInt = Field(
+        300, description="Optimiser steps; sized so the demo's pretraining takes ~2 minutes."
+    )
+    batch_size: PosInt = Field(32, description="Images per rank per step.")
+    image_size: PosInt = Field(64, description="Crop size of the two augmented views.")
+    lr: PosFloat = Field(0.03, description="SGD learning rate (MoCo v2: 0.03 for batch 256).")
+    weight_decay: NonNegFloat = Field(1e-4, description="SGD weight decay (MoCo v2).")
+    warmup_steps: NonNegInt = Field(20, description="Linear warm-up before the cosine decay.")
+    checkpoint_every: PosInt = Field(100, description="Steps between checkpoints.")
+    log_every: PosInt = Field(10, description="Steps between metric logs.")
+    seed: int = Field(0, description="Seeds model init, augmentation and shuffling.")
+    moco: MocoConfig = Field(default_factory=MocoConfig)
+
+
+class SttConfig(Section):
+    """STT temporal objective, Eq. 2-10 of Li & Liu, CVPR 2023."""
+
+    levels: tuple[Literal["res3", "res4"], ...] = Field(
+        ("res3", "res4"), description="Pyramid levels for reconstruction (Eq. 7), finest first."
+    )
+    radii: tuple[PosInt, ...] = Field(
+        (12, 6),
+        description="Window radius r per level, in feature pixels (both cover +-48 px at strides 4/8).",
+    )
+    reconstruction: bool = Field(True, description="Pyramid frame reconstruction L_rec^p (Eq. 5-7).")
+    rec_loss: Literal["l1", "smooth_l1"] = Field(
+        "l1", description="L1 as in the paper; 'smooth_l1' is what the reference code computes."
+    )
+    rec_weight: PosFloat = Field(
+        1.0, description="Scale inside the reconstruction loss; the reference code uses 20 with smooth-L1."
+    )
+    channel_dropout: bool = Field(
+        True, description="Drop one of a/b (Lab) in both frames and reconstruct it (reference code)."
+    )
+    local_distill: bool = Field(True, description="Local correlation distillation L_lc^e (Eq. 8-9).")
+    alpha: NonNegFloat = Field(1000.0, description="Weight alpha of L_lc^e in Eq. 10 (reference code: 1000).")
+    selection: Literal["shannon", "reference_code", "none"] = Field(
+        "shannon",
+        description="Entropy-based selection: Shannon entropy with a global threshold as the paper "
+        "describes; 'reference_code' reproduces the official code's sum(-log p) with a row-wise "
+        "threshold (METHODS.md 2.6); 'none' keeps every position.",
+    )
+    keep_fraction: Fraction = Field(
+        0.7, description="Share of target positions kept by the entropy selection (paper: 0.7)."
+    )
+    pseudo_label_norm: Literal["sum", "mean"] = Field(
+        "sum",
+        description="Pool the fine correlation to the coarse grid by sum (rows sum to 1, the paper's "
+        "intent) or mean (rows sum to 1/4, the reference code).",
+    )
+    global_distill: bool = Field(
+        True, description="Global correlation distillation L_gc vs the teacher (Eq. 2-3)."
+    )
+    beta: NonNegFloat = Field(50.0, description="Weight beta of L_gc in Eq. 10 (reference code: 50).")
+    teacher_tau: PosFloat = Field(0.07, description="Teacher correlation temperature (reference code: 0.07).")
+    teacher_normalize: bool = Field(
+        False,
+        description="L2-normalise teacher features; the reference code does not (near one-hot targets).",
+    )
+    student_scaling: bool = Field(
+        True, description="Scale student correlations by 1/sqrt(C) (reference code: scaling=True)."
+    )
+
+
+class CrwConfig(Section):
+    """Contrastive random walk, Jabri et al., NeurIPS 2020."""
+
+    nodes: Literal["patches", "dense"] = Field(
+        "patches", description="'patches': 7x7 grid of 64 px patches (paper); 'dense': feature-map cells."
+    )
+    patch_size: PosInt = Field(64, description="Patch side in pixels (CRW: 64).")
+    patch_stride: PosInt = Field(32, description="Patch stride in pixels (CRW: 32, 50% overlap).")
+    dim: PosInt = Field(128, description="Node embedding size after the linear head (CRW: 128).")
+    tau: PosFloat = Field(0.05, description="Walk temperature (released model: 0.05; paper text: 0.07).")
+    edge_dropout: Fraction = Field(0.1, description="Edge dropout rate (released model: 0.1).")
+    jitter: bool = Field(True, description="Per-patch random resized crop (scale 0.7-0.9) as in CRW.")
+
+
+class FinetuneConfig(Section):
+    objective: Literal["stt", "crw"] = Field("stt", description="Temporal objective: STT (default) or CRW.")
+    init: Literal["pretrain", "scratch"] = Field(
+        "pretrain", description="Student start: the pretrain weights, or scratch (the 'YTV only' rows)."
+    )
+    teacher: str | None = Field(
+        None,
+        description="Teacher override: a registry URI (models:/name@teacher) or a checkpoint file; "
+        "null uses the pipeline's teacher stage.",
+    )
+    arch: Literal["resnet18", "resnet50"] = Field("resnet18", description="Student backbone.")
+    steps: PosInt = Field(300, description="Optimiser steps; sized for the ~10-minute demo.")
+    batch_size: PosInt = Field(8, description="Clips per rank per step.")
+    clip_frames: PosInt = Field(2, description="Frames per clip T (STT: 2 = reference + target; CRW: 4).")
+    frame_gap: PosInt = Field(1, description="Frames between consecutive clip frames.")
+    crop_size: PosInt = Field(128, description="Side of the shared random resized crop (paper: 256).")
+    lr: PosFloat = Field(
+        5e-4, description="Adam learning rate (reference code 5e-5 for batch 64; short demo runs need more)."
+    )
+    warmup_steps: NonNegInt = Field(20, description="Linear warm-up before the cosine decay.")
+    checkpoint_every: PosInt = Field(100, description="Steps between checkpoints.")
+    log_every: PosInt = Field(10, description="Steps between metric logs.")
+    image_every: PosInt = Field(100, description="Steps between image panels logged to MLflow.")
+    seed: int = Field(0, description="Seeds init, sampling and augmentation.")
+    stt: SttConfig = Field(default_factory=SttConfig)
+    crw: CrwConfig = Field(default_factory=CrwConfig)
+
+
+class EvaluateConfig(Section):
+    benchmarks: tuple[Literal["davis", "vip", "jhmdb"], ...] = Field(
+        ("davis", "vip", "jhmdb"), description="Benchmarks to evaluate, in parallel."
+    )
+    stride: Literal[8, 4] = Field(8, description="Feature stride of the evaluation preset (d8 or d4).")
+    n_context: PosInt = Field(20, description="Preceding frames in the context (both papers: 20).")
+    topk: PosInt = Field(10, description="Affinities kept per target pixel (CRW issue #2: 10, not 5).")
+    radius: PosFloat = Field(12.0, description="Spatial restriction in feature cells (CRW: 12).")
+    temperature: PosFloat = Field(
+        0.05, description="Softmax temperature over the top-k (CRW: 0.05; STT: 0.07)."
+    )
+    window: Literal["circle", "square"] = Field(
+        "circle", description="'circle' (CRW, not applied to the first frame) or 'square' (STT)."
+    )
+    restrict_first: bool = Field(False, description="Apply the radius to the first frame too (STT does).")
+    baselines: tuple[Literal["lab", "random", "teacher"], ...] = Field(
+        ("lab", "random", "teacher"), description="Baselines evaluated in the same harness."
+    )
+    max_sequences: PosInt | None = Field(
+        None, description="Evaluate at most this many sequences per benchmark."
+    )
+    visualize: bool = Field(True, description="Overlay strips and an animated GIF per sequence in MLflow.")
+
+
+class PipelineConfig(Section):
+    profile: Literal["local", "cluster"] = Field(
+        "local", description="'local': embedded services on one machine; 'cluster': the addresses below."
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> PipelineConfig:
+        stt = self.finetune.stt
+        if len(stt.radii) != len(stt.levels):
+            raise ValueError(
+                f"finetune.stt.radii: expected one radius per level {list(stt.levels)}, got {list(stt.radii)}"
+            )
+        if self.data.source == "folders" and not (self.data.images or self.data.videos):
+            raise ValueError("data.images: expected a folder when data.source is 'folders', got null")
+        return self

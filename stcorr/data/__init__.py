@@ -1,0 +1,1 @@
+"""Data: sources, synthetic generators, WebDataset shards, the streaming reader."""

@@ -1,0 +1,1 @@
+"""Prefect tasks, one module per stage: resolve inputs, call the library, log outputs."""
