@@ -121,9 +121,9 @@ class DataConfig(Section):
 
 class ShardConfig(Section):
     samples_per_shard: PosInt = Field(
-        64,
+        16,
         description="Samples per tar shard. Real runs want 0.25-1 GB shards and several per loader "
-        "worker; 64 gives the demo enough shards for 2 ranks x 1 worker.",
+        "worker; 16 gives the demo's few hundred samples enough shards for 2 ranks x 1 worker.",
     )
     max_samples: PosInt | None = Field(
         None, description="Cap on samples per source (quick tries); null = all."

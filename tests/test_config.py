@@ -138,4 +138,6 @@ def test_console_script_reports_a_missing_config_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"stcorr: error: {tmp_path / 'missing.yaml'}: config file not found (expected a YAML file)"]
+    assert lines == [
+        f"stcorr: error: {tmp_path / 'missing.yaml'}: config file not found (expected a YAML file)"
+    ]

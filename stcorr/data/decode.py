@@ -1,0 +1,262 @@
+"""Video and image decoding behind one interface (decord first, PyAV as the fallback).
+
+Both papers decode frames with library readers (CRW: torchvision ``VideoClips`` on PyAV;
+STT: cv2 on JPEG frame folders, METHODS.md 1.2 and 2.2). Here every reader returns the same
+thing: ``(T, H, W, 3)`` uint8 RGB for the requested frame indices, so clip sampling does not
+care whether the video came from a path, from bytes inside a shard, from decord or from PyAV.
+
+decord and av are imported lazily: importing ``stcorr.data`` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoDecodeError(ValueError):
+    """A video that cannot be decoded (corrupt, truncated, empty); the message names the source."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Container facts of one video stream."""
+
+    frames: int
+    fps: float
+    height: int
+    width: int
+
+
+class VideoSource(Protocol):
+    """An opened video: random access to frames by index."""
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames, known without decoding any."""
+        ...
+
+    @property
+    def info(self) -> VideoInfo:
+        """Frames, fps and frame size (may decode one frame to learn the size)."""
+        ...
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at ``indices``; returns ``(T, H, W, 3)`` uint8 RGB."""
+        ...
+
+
+def available_backends() -> list[str]:
+    """Names of the backends whose library imports here, in ``auto`` preference order."""
+    names = []
+    for backend, module in (("decord", "decord"), ("pyav", "av")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        names.append(backend)
+    return names
+
+
+def open_video(
+    source: str | Path | bytes,
+    *,
+    backend: str = "auto",
+    name: str | None = None,
+    threads: int = 0,
+) -> VideoSource:
+    """Open a video file or in-memory encoded video for frame-indexed decoding.
+
+    Args:
+        source: a path, or the encoded file's bytes (e.g. the ``mp4`` entry of a shard sample).
+        backend: ``"decord"``, ``"pyav"`` or ``"auto"``: decord if importable, with PyAV
+            retried where decord fails (it cannot copy out frames narrower than 80 pixels).
+        name: what error messages call the source; defaults to the path, or ``<bytes>``.
+        threads: decoder threads (0 = the library's default); 1 suits DataLoader workers.
+
+    Returns:
+        A ``VideoSource``.
+
+    Raises:
+        VideoDecodeError: the source cannot be opened as a video or has no frames.
+        ValueError: unknown backend, or the requested backend is not installed.
+    """
+    label = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
+    chosen = _resolve_backend(backend)
+    if isinstance(source, str | Path) and not Path(source).is_file():
+        raise VideoDecodeError(f"{label}: no such video file; expected a readable video path")
+    if chosen == "pyav":
+        return _PyAVSource(source, label, threads)
+    if backend == "decord" or "pyav" not in available_backends():
+        return _DecordSource(source, label, threads)
+    try:
+        return _DecordSource(source, label, threads, fallback=True)
+    except VideoDecodeError:
+        return _PyAVSource(source, label, threads)  # raises for data that neither can read
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in (*BACKENDS, "auto"):
+        choices = ", ".join(BACKENDS)
+        raise ValueError(f"backend={backend!r}: unknown; expected auto or one of {choices}")
+    available = available_backends()
+    if backend == "auto":
+        if not available:
+            raise ValueError("backend='auto': neither decord nor av is installed")
+        return available[0]
+    if backend not in available:
+        raise ValueError(f"backend={backend!r}: its library is not installed here")
+    return backend
+
+
+def _check_indices(indices: Sequence[int], frames: int, label: str) -> list[int]:
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        raise IndexError(f"{label}: no frame indices requested")
+    bad = [i for i in wanted if i < 0 or i >= frames]
+    if bad:
+        raise IndexError(f"{label}: frame indices {bad} out of range; video has {frames} frames")
+    return wanted
+
+
+class _DecordSource:
+    """decord ``VideoReader`` on a path or on ``io.BytesIO`` (STACK.md 3a: both work)."""
+
+    def __init__(self, source: str | Path | bytes, label: str, threads: int,
+                 fallback: bool = False) -> None:
+        import decord
+
+        self._label = label
+        self._retry = (source, threads) if fallback else None
+        target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        try:
+            self._reader = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=threads)
+            self._frames = len(self._reader)
+        except Exception as err:  # decord raises DECORDError, RuntimeError or AssertionError
+            raise VideoDecodeError(f"{label}: cannot open video (corrupt, truncated or empty?); "
+                                   f"decord said: {_first_line(err)}") from err
+
+    @property
+    def num_frames(self) -> int:
+        return self._frames
+
+    @cached_property
+    def info(self) -> VideoInfo:
+        # decord exposes no frame size without decoding, so decode frame 0 once.
+        first = self.get_frames([0])
+        fps = float(self._reader.get_avg_fps())
+        return VideoInfo(self._frames, fps, int(first.shape[1]), int(first.shape[2]))
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        wanted = _check_indices(indices, self._frames, self._label)
+        try:
+            batch = self._reader.get_batch(wanted)
+        except Exception as err:
+            if self._retry is not None:  # e.g. decord's size check on narrow frames
+                return _PyAVSource(self._retry[0], self._label, self._retry[1]).get_frames(wanted)
+            raise VideoDecodeError(f"{self._label}: cannot decode frames {wanted} "
+                                   f"(truncated?); decord said: {_first_line(err)}") from err
+        # Another module may have called decord.bridge.set_bridge("torch").
+        array = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+        return np.ascontiguousarray(array, dtype=np.uint8)  # (T, H, W, 3)
+
+
+class _PyAVSource:
+    """PyAV decoder: decodes sequentially up to ``max(indices)``; correct first, then fast."""
+
+    def __init__(self, source: str | Path | bytes, label: str, threads: int) -> None:
+        self._source = source
+        self._label = label
+        self._threads = threads
+        try:
+            with self._open() as container:
+                stream = container.streams.video[0]
+                frames = int(stream.frames) or _count_frames(container)
+                rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+                self._info = VideoInfo(frames, float(rate), int(stream.codec_context.height),
+                                       int(stream.codec_context.width))
+        except Exception as err:  # av.error.FFmpegError, IndexError (no video stream), ...
+            raise VideoDecodeError(f"{label}: cannot open video (corrupt, truncated or empty?); "
+                                   f"pyav said: {_first_line(err)}") from err
+        if self._info.frames <= 0:
+            raise VideoDecodeError(f"{label}: video has 0 frames; expected at least one")
+
+    def _open(self) -> Any:
+        import av
+
+        target: Any = io.BytesIO(self._source) if isinstance(self._source, bytes) else str(
+            self._source)
+        return av.open(target, mode="r")
+
+    @property
+    def num_frames(self) -> int:
+        return self._info.frames
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        wanted = _check_indices(indices, self._info.frames, self._label)
+        needed = set(wanted)
+        decoded: dict[int, np.ndarray] = {}
+        try:
+            with self._open() as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                if self._threads:
+                    stream.codec_context.thread_count = self._threads
+                for position, frame in enumerate(container.decode(stream)):
+                    if position in needed:
+                        decoded[position] = frame.to_ndarray(format="rgb24")
+                    if position >= max(wanted):
+                        break
+        except Exception as err:
+            raise VideoDecodeError(f"{self._label}: decoding failed (truncated?); "
+                                   f"pyav said: {_first_line(err)}") from err
+        missing = sorted(needed - decoded.keys())
+        if missing:
+            raise VideoDecodeError(f"{self._label}: stream ended before frames {missing}; "
+                                   f"header claimed {self._info.frames} frames (truncated?)")
+        return np.stack([decoded[i] for i in wanted])  # (T, H, W, 3)
+
+
+def _count_frames(container: Any) -> int:
+    """Frame count by demuxing (no decoding) for containers whose header has none (webm, mkv)."""
+    stream = container.streams.video[0]
+    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    container.seek(0)
+    return count
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, WebP, BMP, ...) to ``(H, W, 3)`` uint8 RGB.
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped).
+
+    Raises:
+        ValueError: the bytes are not a decodable image; the message names ``name``.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")  # forces the full decode inside the try
+    except Exception as err:
+        raise ValueError(f"{name}: cannot decode image; expected JPEG/PNG/WebP/BMP bytes "
+                         f"({_first_line(err)})") from err
+    return np.array(rgb, dtype=np.uint8)  # writable (np.asarray of a PIL image is read-only)

@@ -1,0 +1,140 @@
+"""Byte-deterministic writers for the synthetic data: JPEG, PNG (palette, grey, RGB), MP4, MAT.
+
+Same arrays in, same bytes out: no timestamps anywhere (the MAT header's "Created on" is fixed,
+the MP4 carries no creation time, x264 runs single-threaded).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+JPEG_QUALITY = 95  # near-lossless, so the JPEG frames stay close to the rendered ground truth
+MAT_HEADER = b"MATLAB 5.0 MAT-file, written by stcorr.data.synthetic"
+FPS = 10
+MP4_CODECS = ("libx264", "mpeg4")  # first available wins; libx264 needs even sides (yuv420p)
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC / DAVIS colour map: 256 RGB triplets, flattened (0 black, 1 (128, 0, 0), ...)."""
+    palette = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):  # spread the label's bits over the high bits of r, g, b
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """Write ``(H, W, 3)`` uint8 as a baseline JPEG."""
+    Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY)
+
+
+def write_png_rgb(path: Path, rgb: np.ndarray) -> None:
+    """Write ``(H, W, 3)`` uint8 as a lossless RGB PNG."""
+    Image.fromarray(rgb).save(path, format="PNG")
+
+
+def write_png_indexed(path: Path, labels: np.ndarray) -> None:
+    """Write ``(H, W)`` uint8 labels as a mode "P" PNG with the VOC palette (DAVIS annotations)."""
+    image = Image.fromarray(labels.astype(np.uint8))
+    image.putpalette(voc_palette())  # L -> P, pixel values unchanged
+    image.save(path, format="PNG")
+
+
+def write_png_gray(path: Path, labels: np.ndarray) -> None:
+    """Write ``(H, W)`` uint8 labels as a mode "L" PNG (VIP ``Category_ids``)."""
+    Image.fromarray(labels.astype(np.uint8)).save(path, format="PNG")
+
+
+def write_mat(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a MATLAB 5 file with ``scipy.io.savemat``, with a fixed header text instead of the date.
+
+    Raises:
+        ValueError: the header would not fit the 116 bytes MATLAB reserves for it.
+    """
+    from scipy.io import savemat
+
+    buffer = io.BytesIO()
+    savemat(buffer, arrays)
+    data = bytearray(buffer.getvalue())
+    if len(MAT_HEADER) > 116:
+        raise ValueError(f"{path}: MAT header text longer than 116 bytes")
+    data[:116] = MAT_HEADER.ljust(116, b" ")  # savemat writes time.asctime() there
+    path.write_bytes(bytes(data))
+
+
+def mp4_codec() -> str:
+    """The first of ``MP4_CODECS`` this PyAV build can encode.
+
+    Raises:
+        RuntimeError: none of them is available.
+    """
+    import av
+
+    for name in MP4_CODECS:
+        try:
+            av.codec.Codec(name, "w")
+        except Exception:  # PyAV raises UnknownCodecError or ValueError by version
+            continue
+        return name
+    raise RuntimeError(f"PyAV: no MP4 video encoder available; expected one of {MP4_CODECS}")
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS, codec: str | None = None) -> str:
+    """Encode ``(T, H, W, 3)`` uint8 frames as an MP4 with PyAV; one packet per frame in, T out.
+
+    Args:
+        path: output file.
+        frames: the clip; H and W must be even (yuv420p).
+        fps: frame rate.
+        codec: ``libx264`` or ``mpeg4``; ``None`` takes the first available.
+
+    Returns:
+        The codec used.
+
+    Raises:
+        ValueError: odd frame sides.
+    """
+    import av
+
+    t, h, w = frames.shape[:3]
+    if h % 2 or w % 2:
+        raise ValueError(f"{path}: expected even frame sides for yuv420p, got {h}x{w}")
+    codec = codec or mp4_codec()
+    if codec == "libx264":  # x264's own thread pool is what makes bytes differ between runs
+        options = {"crf": "16", "preset": "medium", "bf": "0", "threads": "1"}
+    else:
+        options = {"threads": "1"}
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        assert isinstance(stream, av.VideoStream), "a video codec gives a video stream"
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.thread_count = 1
+        if codec != "libx264":
+            stream.bit_rate = 4_000_000  # ~3.7 mean abs error on 0..255 at 96x128, like crf 16
+        for i in range(t):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")))
+        container.mux(stream.encode())  # flush delayed packets
+    return codec
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Write one item per line, newline-terminated."""
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Move a finished ``staging`` folder to ``final``, dropping what was there (stale items go too)."""
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)

@@ -1,0 +1,106 @@
+"""The MLflow model registry for encoders: register a version, point an alias, resolve a reference.
+
+An encoder is stored as a plain ``state_dict`` file (torchvision key names) in the run's
+artifacts and registered from there. That avoids pickled modules and MLflow 3's torch.export
+default (``pt2`` needs an input example and cannot move devices), and any code can load it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from stcorr.config_sections import TrackingConfig
+
+ENCODER_ARTIFACT_DIR = "encoder"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+class ModelRefError(ValueError):
+    """A model reference does not resolve; one line naming it and what exists."""
+
+
+def register_encoder(
+    client: Any, run_id: str, encoder_file: Path, *, model_name: str, alias: str | None, tags: dict[str, str]
+) -> str:
+    """Log ``encoder_file`` under the run's ``encoder/`` artifacts and register it; return the version.
+
+    Args:
+        client: an ``MlflowClient`` on the tracking store.
+        run_id: the stage run that produced the encoder.
+        encoder_file: local ``.pt`` state dict.
+        model_name: registered model name (created on first use).
+        alias: alias to point at the new version (e.g. ``teacher``, ``candidate``), or None.
+        tags: version tags (stage, fingerprint, sha256 ...).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client.log_artifact(run_id, str(encoder_file), artifact_path=ENCODER_ARTIFACT_DIR)
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/{ENCODER_ARTIFACT_DIR}"
+    version = client.create_model_version(model_name, source, run_id=run_id, tags=tags)
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version.version)
+    return str(version.version)
+
+
+def resolve_encoder(ref: str, tracking: TrackingConfig | None) -> Path:
+    """A local encoder file for ``ref``: ``models:/name@alias``, ``models:/name/3`` or a file path.
+
+    Raises:
+        ModelRefError: the file does not exist, or the registry has no such model/alias/version.
+    """
+    match = _MODELS_URI.match(ref)
+    if match is None:
+        path = Path(ref)
+        if not path.is_file():
+            raise ModelRefError(
+                f"{ref}: model file not found; expected a .pt state dict or models:/name@alias"
+            )
+        return path
+    if tracking is None or tracking.uri is None:
+        raise ModelRefError(f"{ref}: a registry reference needs tracking.uri (MLflow) to be set")
+    return _download(ref, match.group("name"), match.group("alias"), match.group("version"), tracking)
+
+
+def _download(ref: str, name: str, alias: str | None, version: str | None, tracking: TrackingConfig) -> Path:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from stcorr.tracking import resolve_uri
+
+    client = MlflowClient(resolve_uri(tracking.uri or ""))
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, str(version))
+        )
+    except MlflowException:
+        raise ModelRefError(f"{ref}: {_what_exists(client, name)}") from None
+    target = Path(tempfile.mkdtemp(prefix="stcorr-model-"))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=found.source, dst_path=str(target), tracking_uri=resolve_uri(tracking.uri or "")
+    )
+    files = sorted(Path(local).glob("*.pt"))
+    if not files:
+        raise ModelRefError(f"{ref}: version {found.version} holds no .pt encoder file at {found.source}")
+    return files[0]
+
+
+def _what_exists(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return f"no registered model named {name!r}"
+    aliases = sorted(model.aliases) if model.aliases else []
+    return f"no such alias or version on {name!r} (aliases: {', '.join(aliases) or 'none'})"

@@ -1,0 +1,164 @@
+"""MLflow: one place that knows the tracking store, stage runs, tags and artifacts.
+
+MLflow is imported inside the functions: the library stays importable without it, and the CLI
+starts fast for commands that do not track.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from stcorr.config_sections import PipelineConfig, TrackingConfig
+
+TAG_STAGE = "stcorr.stage"
+TAG_FINGERPRINT = "stcorr.fingerprint"
+TAG_PIPELINE = "stcorr.pipeline"
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store could not be reached or used; one line naming the URI."""
+
+
+def resolve_uri(uri: str) -> str:
+    """Make relative ``sqlite:///rel/path.db`` and plain folder paths absolute (cwd-independent)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return uri
+
+
+def artifact_root(location: str | None) -> str | None:
+    """A local artifact folder as a file:// URI; s3:// and other URIs pass through."""
+    if location is None or "://" in location:
+        return location
+    path = Path(location).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def setup(cfg: TrackingConfig) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id.
+
+    Raises:
+        TrackingError: tracking is disabled (``tracking.uri: null``) or the store does not answer.
+    """
+    import mlflow
+
+    if cfg.uri is None:
+        raise TrackingError("tracking.uri: tracking is disabled (null); set an MLflow tracking URI")
+    uri = resolve_uri(cfg.uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(
+            mlflow.create_experiment(cfg.experiment, artifact_location=artifact_root(cfg.artifact_location))
+        )
+    except Exception as exc:  # MLflow raises many types for a dead server; report one line
+        raise TrackingError(
+            f"tracking.uri: cannot use MLflow store {uri} ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def git_revision() -> str:
+    """The checkout's git revision (with '-dirty' when modified), or 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def flat_params(config: PipelineConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a (section of a) config into MLflow params: ``{"finetune.lr": "0.0005", ...}``."""
+    data = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(value, prefix=f"{name}."))
+        else:
+            out[name] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+class StageRun:
+    """One MLflow run, written through ``MlflowClient`` (thread-safe, no global active run)."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_json(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), artifact_file)
+
+    def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(artifact_file).name
+            target.write_bytes(data)
+            parent = str(Path(artifact_file).parent)
+            self.log_file(target, None if parent == "." else parent)
+
+
+@contextlib.contextmanager
+def stage_run(
+    cfg: PipelineConfig, stage: str, fingerprint: str, *, run_name: str | None = None, pipeline: str = ""
+) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage with the lineage tags, the resolved config and git revision.
+
+    The run ends FINISHED when the block completes, FAILED when it raises, KILLED on Ctrl-C.
+    """
+    from mlflow import MlflowClient
+
+    experiment_id = setup(cfg.tracking)
+    client = MlflowClient()
+    tags = {
+        TAG_STAGE: stage,
+        TAG_FINGERPRINT: fingerprint,
+        TAG_PIPELINE: pipeline,
+        "stcorr.git": git_revision(),
+    }
+    run = client.create_run(experiment_id, run_name=run_name or stage, tags=tags)
+    handle = StageRun(client, run.info.run_id)
+    status = "FAILED"
+    try:
+        for key, value in flat_params(cfg).items():
+            client.log_param(handle.run_id, key, value[:6000])
+        handle.log_json(cfg.model_dump(mode="json"), "config/resolved_config.json")
+        yield handle
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(handle.run_id, status=status)

@@ -1,0 +1,146 @@
+"""Driver side of a training stage: build the ``TorchTrainer``, fit, collect the output.
+
+The Ray run name comes from the stage fingerprint, so relaunching the same stage finds the run's
+snapshot in storage and Ray Train V2 hands the latest checkpoint to the workers
+(``resume_from_checkpoint`` no longer exists; ECOSYSTEM.md B2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stcorr.compute import init_ray
+from stcorr.config import PipelineConfig
+from stcorr.storage import is_s3, split_s3, storage_from_config
+from stcorr.tracking import resolve_uri
+from stcorr.train.stages import StageInputs
+from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, train_worker
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class TrainingError(RuntimeError):
+    """Training failed after Ray Train's retries; one line with the worker's error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished training stage hands on."""
+
+    run_name: str
+    checkpoint: str  # where Ray persisted the final checkpoint (local folder or s3 URI)
+    encoder_path: Path  # local copy of the exported encoder (torchvision key names)
+    steps: int
+
+
+def ray_storage(cfg: PipelineConfig) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for ``RunConfig``: a local folder or an S3 prefix."""
+    root = cfg.storage.root.rstrip("/")
+    if not is_s3(root):
+        path = Path(root, "ray").resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path), None
+    import pyarrow.fs  # type: ignore[import-untyped]
+
+    bucket, key = split_s3(root)
+    endpoint = cfg.storage.s3_endpoint_url
+    kwargs: dict[str, Any] = {"region": cfg.storage.s3_region or "us-east-1"}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host, scheme=scheme)
+    return f"{bucket}/{key}/ray".replace("//", "/"), pyarrow.fs.S3FileSystem(**kwargs)
+
+
+def marker_url(cfg: PipelineConfig, run_name: str) -> str:
+    return f"{cfg.storage.root.rstrip('/')}/ray-markers/{run_name}/{FAILURE_FILE}"
+
+
+def fit_stage(
+    cfg: PipelineConfig, stage: str, inputs: StageInputs, *, run_name: str, run_id: str | None = None
+) -> TrainResult:
+    """Run (or resume) one training stage on Ray Train and return its output.
+
+    Raises:
+        NonFiniteLossError: the loss stopped being finite; names the step and last checkpoint.
+        TrainingError: a worker failed more often than ``FailureConfig`` retries.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    init_ray(cfg.compute)
+    storage = storage_from_config(cfg.storage)
+    marker = marker_url(cfg, run_name)
+    if storage.exists(marker):
+        storage.delete(marker)
+    storage_path, filesystem = ray_storage(cfg)
+    gpu = cfg.compute.gpus_per_worker > 0
+    loop_config = {
+        "stage": stage,
+        "config": cfg.model_dump(mode="json"),
+        "inputs": dataclasses.asdict(inputs),
+        "tracking_uri": resolve_uri(cfg.tracking.uri) if cfg.tracking.uri else None,
+        "run_id": run_id,
+        "marker_url": marker,
+    }
+    resources = {"CPU": cfg.compute.cpus_per_worker, **({"GPU": cfg.compute.gpus_per_worker} if gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.compute.workers, use_gpu=gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = _fit(trainer, stage)
+    if storage.exists(marker):
+        step = json.loads(storage.read_bytes(marker))["step"]
+        last = result.checkpoint.path if result.checkpoint is not None else "none (no checkpoint yet)"
+        raise NonFiniteLossError(
+            f"{stage}: loss is not finite at step {step}; stopped. Last good checkpoint: {last}"
+        )
+    return _collect(cfg, result, run_name)
+
+
+def _fit(trainer: Any, stage: str) -> Any:
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as exc:
+        cause = exc.__cause__ or exc
+        first = str(cause).strip().splitlines()
+        raise TrainingError(
+            f"{stage}: training failed after retries: {first[-1] if first else cause!r}"
+        ) from exc
+
+
+def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:
+    if result.checkpoint is None:
+        raise TrainingError(f"{run_name}: training finished without a checkpoint")
+    out_dir = (
+        Path("work", "outputs", run_name).resolve()
+        if is_s3(cfg.storage.root)
+        else Path(cfg.storage.root, "outputs", run_name).resolve()
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as folder:
+        shutil.copyfile(Path(folder) / ENCODER_FILE, out_dir / ENCODER_FILE)
+    path = result.checkpoint.path
+    location = f"s3://{path}" if is_s3(cfg.storage.root) else path
+    step = int((result.metrics or {}).get("step", 0))  # metrics of the last checkpointed report
+    return TrainResult(
+        run_name=run_name, checkpoint=location, encoder_path=out_dir / ENCODER_FILE, steps=step
+    )

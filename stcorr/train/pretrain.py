@@ -1,0 +1,52 @@
+"""Pretrain stage: MoCo v2 on still images (Eq. 1 of Li & Liu, CVPR 2023, step 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stcorr.data.reader import make_image_dataset, make_loader
+from stcorr.objectives.moco import MoCo
+from stcorr.train.stages import TrainStage
+
+
+class PretrainStage(TrainStage):
+    """MoCo v2 with SGD (momentum 0.9) and a cosine schedule; output: the query encoder."""
+
+    name = "pretrain"
+
+    def build(self) -> nn.Module:
+        return MoCo.from_config(self.cfg.pretrain.moco, self.cfg.pretrain.arch)
+
+    def optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in module.parameters() if p.requires_grad]  # the key encoder has none
+        section = self.cfg.pretrain
+        return torch.optim.SGD(params, lr=section.lr, momentum=0.9, weight_decay=section.weight_decay)
+
+    def batches(self, rank: int, world: int, start_step: int) -> Iterator[dict[str, Any]]:
+        section = self.cfg.pretrain
+        dataset = make_image_dataset(
+            self.inputs.shards,
+            rank=rank,
+            world_size=world,
+            size=section.image_size,
+            seed=section.seed,
+            resampled=True,
+            samples_per_rank=(section.steps - start_step) * section.batch_size,
+            s3_endpoint_url=self.cfg.storage.s3_endpoint_url,
+        )
+        loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
+        loader.set_epoch(start_step)  # a resumed run draws a fresh, seeded stream
+        return iter(loader)
+
+    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
+        out = module(batch["q"], batch["k"])
+        return {"loss": out["loss"], "acc1": out["acc1"]}
+
+    def encoder(self, module: nn.Module) -> nn.Module:
+        inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+        return cast(nn.Module, inner.encoder_q)

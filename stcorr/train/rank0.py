@@ -1,0 +1,79 @@
+"""Side effects on rank 0 only, behind one helper: printing, MLflow metrics, images, system metrics.
+
+The driver opens the stage's MLflow run and passes its id; rank 0 writes into that run from
+inside the Ray Train worker (Ray Train V2 has no MLflow callback; ECOSYSTEM.md B2).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+class Rank0:
+    """Logs only when ``rank == 0``; every method is a no-op elsewhere."""
+
+    def __init__(
+        self, rank: int, tracking_uri: str | None, run_id: str | None, *, system_metrics: bool
+    ) -> None:
+        self.rank = rank
+        self.enabled = rank == 0
+        self._client: Any = None
+        self._monitor: Any = None
+        self._run_id = run_id
+        self._started = time.monotonic()
+        if self.enabled and tracking_uri and run_id:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri)
+            if system_metrics:
+                self._monitor = _start_system_metrics(run_id, tracking_uri)
+
+    def print(self, message: str) -> None:
+        if self.enabled:
+            print(message, flush=True)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self._client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in values.items()]
+        self._client.log_batch(self._run_id, metrics=batch)
+
+    def image(self, array: np.ndarray, artifact_file: str) -> None:
+        """Log an ``(H, W, 3)`` uint8 array as a PNG artifact."""
+        if self._client is None:
+            return
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        self._client.log_image(
+            self._run_id, Image.open(io.BytesIO(buffer.getvalue())), artifact_file=artifact_file
+        )
+
+    def progress(self, step: int, total: int, start_step: int, loss: float) -> None:
+        """A line with rate and ETA (the CLI's progress for long stages)."""
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self._started
+        done = step + 1 - start_step
+        rate = done / max(elapsed, 1e-9)
+        eta = (total - step - 1) / max(rate, 1e-9)
+        print(f"  step {step + 1}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  ETA {eta:.0f} s", flush=True)
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+
+
+def _start_system_metrics(run_id: str, tracking_uri: str) -> Any:
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor

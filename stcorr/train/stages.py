@@ -1,0 +1,92 @@
+"""What each training stage trains: its module, optimiser, batches, step and exported encoder.
+
+The worker loop (:mod:`stcorr.train.worker`) is the same for every stage; a stage only says
+how to build things. No maths here: the objectives live in :mod:`stcorr.objectives`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stcorr.config import PipelineConfig
+from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
+
+
+@dataclass
+class StageInputs:
+    """What a stage reads: shard URLs and, for fine-tuning, the initial and teacher weights."""
+
+    shards: list[str]
+    init_weights: str | None = None  # local path of a torchvision-named state dict
+    teacher_weights: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainStage:
+    """Base of a stage; subclasses fill in the five hooks."""
+
+    name = "stage"
+
+    def __init__(self, cfg: PipelineConfig, inputs: StageInputs) -> None:
+        self.cfg = cfg
+        self.inputs = inputs
+
+    # -- hooks -----------------------------------------------------------------------------
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def batches(self, rank: int, world: int, start_step: int) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def encoder(self, module: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return int(self._section.steps)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self._section.batch_size)
+
+    @property
+    def _section(self) -> Any:
+        return getattr(self.cfg, self.name)
+
+    def panel(self, out: dict[str, Tensor], batch: dict[str, Any]) -> np.ndarray | None:
+        """An image for people to look at every ``image_every`` steps (None = nothing)."""
+        return None
+
+    def export(self, module: nn.Module) -> dict[str, Tensor]:
+        """The trained encoder in torchvision key names: the stage's output."""
+        return encoder_state_dict(self.encoder(module))
+
+
+def load_weights(path: str) -> dict[str, Tensor]:
+    """A torchvision-named state dict saved with ``torch.save`` (optionally nested)."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def backbone_from(preset: str, arch: str, weights: str | None) -> nn.Module:
+    """A backbone preset, initialised from ``weights`` when given (else random init)."""
+    backbone = build_backbone(preset, arch)
+    if weights is not None:
+        load_encoder_state(backbone, load_weights(weights), weights)
+    return backbone

@@ -1,0 +1,200 @@
+"""The Ray Train V2 worker loop shared by every training stage.
+
+Resume goes only through ``ray.train.get_checkpoint()`` (STYLE.md 7): a relaunch with the same
+run name and storage path gets the latest checkpoint, restores model, optimiser, scheduler and
+step, and continues; nothing else decides "first run or resume". Each step re-seeds the random
+generators from (seed, rank, step) and the data stream skips what was consumed, so a resumed run
+repeats the uninterrupted run's steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stcorr.config import PipelineConfig
+from stcorr.train.checkpoint import restore_checkpoint, save_checkpoint
+from stcorr.train.rank0 import Rank0
+from stcorr.train.schedule import cosine_with_warmup
+from stcorr.train.stages import StageInputs, TrainStage
+
+ENCODER_FILE = "encoder.pt"
+FAILURE_FILE = "nonfinite.json"
+
+
+def build_stage(loop_config: dict[str, Any]) -> TrainStage:
+    """The stage named in ``loop_config`` (imported here: workers unpickle only this module)."""
+    cfg = PipelineConfig.model_validate(loop_config["config"])
+    inputs = StageInputs(**loop_config["inputs"])
+    if loop_config["stage"] == "pretrain":
+        from stcorr.train.pretrain import PretrainStage
+
+        return PretrainStage(cfg, inputs)
+    from stcorr.train.finetune import FinetuneStage
+
+    return FinetuneStage(cfg, inputs)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed that depends only on (seed, rank, step)."""
+    digest = hashlib.sha256(f"{seed}:{rank}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Per-worker training function given to ``TorchTrainer``."""
+    import ray.train
+    import ray.train.torch
+
+    stage = build_stage(loop_config)
+    section = stage._section
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(section.seed)  # identical init on every rank (DDP also broadcasts it)
+    module = stage.build()
+    optimizer = stage.optimizer(module)
+    scheduler = cosine_with_warmup(optimizer, stage.steps, section.warmup_steps)
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start = int(
+                restore_checkpoint(Path(folder), model=module, optimizer=optimizer, scheduler=scheduler)[
+                    "step"
+                ]
+            )
+    log = Rank0(rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), system_metrics=True)
+    log.print(
+        f"{stage.name}: {'resuming at step ' + str(start) if start else 'starting'} "
+        f"({world} workers, {stage.steps} steps)"
+    )
+    wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True})
+    try:
+        _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
+    finally:
+        log.close()
+
+
+def _run_steps(
+    stage: TrainStage,
+    module: torch.nn.Module,
+    wrapped: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    start: int,
+    rank: int,
+    world: int,
+    log: Rank0,
+    loop_config: dict[str, Any],
+) -> None:
+    section = stage._section
+    batches = stage.batches(rank, world, start)
+    wrapped.train()
+    for step in range(start, stage.steps):
+        seed = step_seed(section.seed, rank, step)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        began = time.perf_counter()
+        batch = next(batches)
+        waited = time.perf_counter() - began
+        out = stage.step(wrapped, batch, rng)
+        if not _all_finite(out["loss"], world):
+            _report_nonfinite(step, loop_config, rank)
+            return
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        elapsed = time.perf_counter() - began
+        _after_step(stage, module, out, batch, step, elapsed, waited, world, log, optimizer)
+        last = step + 1 == stage.steps
+        if last or (step + 1) % section.checkpoint_every == 0:
+            _checkpoint(stage, module, optimizer, scheduler, step + 1, rank, loop_config, out)
+
+
+def _after_step(
+    stage: TrainStage,
+    module: torch.nn.Module,
+    out: dict[str, torch.Tensor],
+    batch: dict[str, Any],
+    step: int,
+    elapsed: float,
+    waited: float,
+    world: int,
+    log: Rank0,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    section = stage._section
+    if (step + 1) % section.log_every == 0 or step == 0 or step + 1 == stage.steps:
+        scalars = {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
+        scalars.update(
+            lr=optimizer.param_groups[0]["lr"],
+            samples_per_s=stage.batch_size * world / max(elapsed, 1e-9),
+            data_wait_share=waited / max(elapsed, 1e-9),
+        )
+        log.metrics(scalars, step + 1)
+        log.progress(step, stage.steps, 0, scalars["loss"])
+    image_every = getattr(section, "image_every", 0)
+    if log.enabled and image_every and ((step + 1) % image_every == 0 or step == 0):
+        panel = stage.panel(out, batch)
+        if panel is not None:
+            log.image(panel, f"panels/step_{step + 1:06d}.png")
+
+
+def _all_finite(loss: torch.Tensor, world: int) -> bool:
+    """True on every rank iff the loss is finite on every rank (ranks must stop together)."""
+    flag = torch.tensor([1.0 if bool(torch.isfinite(loss.detach()).all()) else 0.0])
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def _report_nonfinite(step: int, loop_config: dict[str, Any], rank: int) -> None:
+    """Leave a marker for the driver and stop cleanly (a retry would only hit the NaN again)."""
+    if rank == 0:
+        from stcorr.storage import storage_from_config
+
+        cfg = PipelineConfig.model_validate(loop_config["config"])
+        storage_from_config(cfg.storage).write_bytes(
+            loop_config["marker_url"], json.dumps({"step": step + 1}).encode()
+        )
+
+
+def _checkpoint(
+    stage: TrainStage,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    rank: int,
+    loop_config: dict[str, Any],
+    out: dict[str, torch.Tensor],
+) -> None:
+    """Rank 0 writes the checkpoint (+ the exported encoder); every rank calls report once."""
+    import ray.train
+
+    metrics = {"step": step, "loss": float(out["loss"])}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_checkpoint(
+            folder,
+            step=step,
+            config=loop_config["config"],
+            model=module,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+        torch.save(stage.export(module), folder / ENCODER_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))

@@ -1,0 +1,54 @@
+"""Resolve the data sources: generate the synthetic data once, or use the configured folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stcorr.config import PipelineConfig, fingerprint
+
+
+def resolve_sources(cfg: PipelineConfig) -> dict[str, str]:
+    """Roots of every source the pipeline reads: images, videos, and the benchmarks.
+
+    With ``data.source: synthetic`` the data is generated under ``data.synthetic_root`` the first
+    time and reused while the generator settings are unchanged (a stamp file records them).
+    """
+    if cfg.data.source == "folders":
+        found = {
+            "images": cfg.data.images,
+            "videos": cfg.data.videos,
+            "davis": cfg.data.davis,
+            "vip": cfg.data.vip,
+            "jhmdb": cfg.data.jhmdb,
+        }
+        return {name: root for name, root in found.items() if root is not None}
+    roots = _synthetic_roots(cfg)
+    return {
+        "images": str(roots["images"]),
+        "videos": str(roots["videos_mp4"]),
+        "davis": str(roots["davis"]),
+        "vip": str(roots["vip"]),
+        "jhmdb": str(roots["jhmdb"]),
+    }
+
+
+def _synthetic_roots(cfg: PipelineConfig) -> dict[str, Path]:
+    from stcorr import __version__
+    from stcorr.data.synthetic import generate
+
+    out = Path(cfg.data.synthetic_root)
+    stamp = out / f".synth-{fingerprint(cfg.data.synth, __version__)[:16]}.json"
+    if stamp.is_file():
+        print(f"synthetic data up to date in {out} (seed {cfg.data.synth.seed})")
+        return {name: Path(p) for name, p in json.loads(stamp.read_text()).items()}
+    print(f"generating synthetic data in {out} (seed {cfg.data.synth.seed}) ...")
+    roots = generate(out, cfg.data.synth)
+    stamp.write_text(json.dumps({name: str(p) for name, p in roots.items()}))
+    return roots
+
+
+sources_task = task(name="sources", cache_policy=NO_CACHE)(resolve_sources)

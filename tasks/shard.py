@@ -1,0 +1,51 @@
+"""The shard stage: resolve the source and output, write the shards, log them to MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stcorr.config import PipelineConfig, fingerprint
+from stcorr.data.preview import sample_grid
+from stcorr.data.shard_stage import shard_source
+from stcorr.storage import storage_from_config
+
+
+def shard_url(cfg: PipelineConfig, kind: str) -> str:
+    """Where the shards of one source go: ``<storage.root>/shards/<kind>``."""
+    return f"{cfg.storage.root.rstrip('/')}/shards/{kind}"
+
+
+def run_shard_stage(cfg: PipelineConfig, kind: str, source: str, out: str | None = None) -> Any:
+    """Shard one source (skipped when its shards are up to date) and log the manifest to MLflow."""
+    out_url = out or shard_url(cfg, kind)
+    result = shard_source(kind, source, out_url, cfg.shard, cfg.storage, cfg.compute, progress=print)
+    if cfg.tracking.uri is not None and not result.skipped:
+        _log(cfg, kind, result)
+    return result
+
+
+def _log(cfg: PipelineConfig, kind: str, result: Any) -> None:
+    from stcorr import tracking
+
+    manifest = result.manifest
+    stage_fp = fingerprint("shard", kind, cfg.shard, manifest["source_fingerprint"])
+    with tracking.stage_run(cfg, "shard", stage_fp, run_name=f"shard-{kind}") as run:
+        run.set_tags({"stcorr.shard.kind": kind, "stcorr.shard.url": result.manifest_url})
+        run.log_json(manifest, f"shards/{kind}/manifest.json")
+        run.log_metrics(
+            {
+                "samples": manifest["total_samples"],
+                "bytes": manifest["total_bytes"],
+                "shards": len(manifest["shards"]),
+                "bad_inputs": len(manifest["bad_inputs"]),
+            }
+        )
+        if manifest["total_samples"] > 0:
+            png = sample_grid(manifest, storage_from_config(cfg.storage))
+            run.log_bytes(png, f"shards/{kind}/sample_grid.png")
+
+
+shard_task = task(name="shard", cache_policy=NO_CACHE, task_run_name="shard-{kind}")(run_shard_stage)

@@ -1,0 +1,81 @@
+"""Shared plumbing of the training stages: shard inputs, the stage's MLflow run, registration."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stcorr import __version__
+from stcorr.config import PipelineConfig, fingerprint
+from stcorr.data.manifest import load_manifest, verify_shards
+from stcorr.storage import storage_from_config
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """Small, hashable hand-over between stages: URIs, fingerprints, run ids; never tensors."""
+
+    stage: str
+    fingerprint: str
+    encoder: str  # local path of the encoder state dict
+    model_version: str | None = None
+    run_id: str | None = None
+    sha256: str | None = None
+    checkpoint: str | None = None
+
+
+def shard_urls(cfg: PipelineConfig, manifest_url: str) -> tuple[list[str], str]:
+    """The verified shard URLs of a manifest and the manifest's source fingerprint.
+
+    Raises:
+        ShardChecksumError: a shard is missing or its sha256 differs from the manifest.
+    """
+    storage = storage_from_config(cfg.storage)
+    manifest = load_manifest(manifest_url, storage)
+    verify_shards(manifest, storage, full=True)
+    return [record["url"] for record in manifest["shards"]], str(manifest["source_fingerprint"])
+
+
+def stage_fingerprint(stage: str, section: Any, *upstream: str) -> str:
+    """sha256(stage, its config section, its inputs' fingerprints, package version)."""
+    return fingerprint(stage, section, list(upstream), __version__)
+
+
+class _NoRun:
+    """Stands in for an MLflow run when tracking is off (``tracking.uri: null``)."""
+
+    run_id = None
+    client = None
+
+    def log_json(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None: ...
+    def set_tags(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_file(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+@contextlib.contextmanager
+def maybe_stage_run(cfg: PipelineConfig, stage: str, fp: str, pipeline: str = "") -> Iterator[Any]:
+    """The stage's MLflow run, or a no-op stand-in when tracking is disabled."""
+    if cfg.tracking.uri is None:
+        yield _NoRun()
+        return
+    from stcorr import tracking
+
+    with tracking.stage_run(cfg, stage, fp, run_name=f"{stage}-{fp[:8]}", pipeline=pipeline) as run:
+        yield run
+
+
+def register(
+    cfg: PipelineConfig, run: Any, encoder: Path, *, alias: str | None, tags: dict[str, str]
+) -> str | None:
+    """Log and register the encoder (None when tracking is off)."""
+    if run.client is None:
+        return None
+    from stcorr.registry import register_encoder
+
+    return register_encoder(
+        run.client, run.run_id, encoder, model_name=cfg.tracking.model_name, alias=alias, tags=tags
+    )

@@ -1,0 +1,125 @@
+"""Checkpoint contract, schedule and teacher hashing: the pieces every training stage relies on."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from stcorr.train.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from stcorr.train.schedule import cosine_with_warmup
+from stcorr.train.teacher import freeze, state_sha256
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+
+
+def _train_a_bit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object, steps: int) -> None:
+    for _ in range(steps):
+        loss = model(torch.randn(16, 4)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()  # type: ignore[attr-defined]
+
+
+def test_round_trip_restores_model_optimizer_scheduler_rng(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = cosine_with_warmup(optimizer, total_steps=20, warmup_steps=3)
+    _train_a_bit(model, optimizer, scheduler, 5)
+    save_checkpoint(
+        tmp_path, step=5, config={"lr": 1e-2}, model=model, optimizer=optimizer, scheduler=scheduler
+    )
+    expected_next = torch.rand(3)  # what the generator gives right after the save
+
+    other = _model()
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    other_sched = cosine_with_warmup(other_opt, total_steps=20, warmup_steps=3)
+    rest = restore_checkpoint(tmp_path, model=other, optimizer=other_opt, scheduler=other_sched)
+
+    assert rest["step"] == 5 and rest["config"] == {"lr": 1e-2}
+    assert torch.equal(torch.rand(3), expected_next)
+    for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert other_sched.last_epoch == scheduler.last_epoch
+    assert other_opt.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    # Continuing both gives identical weights: the optimiser moments came back too.
+    torch.manual_seed(1)
+    _train_a_bit(model, optimizer, scheduler, 2)
+    torch.manual_seed(1)
+    _train_a_bit(other, other_opt, other_sched, 2)
+    for a, b in zip(model.parameters(), other.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_restore_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        restore_checkpoint(tmp_path, model=_model())
+    save_checkpoint(tmp_path, step=1, config={}, model=_model())
+    with pytest.raises(CheckpointError, match="holds no 'optimizer' state"):
+        restore_checkpoint(tmp_path, model=_model(), optimizer=torch.optim.SGD(_model().parameters(), lr=0.1))
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    good = _model()
+    save_checkpoint(tmp_path, step=10, config={}, model=good)
+    before = (tmp_path / "state.pt").read_bytes()
+    # A child process whose file-size limit is 4 KiB: writing the big checkpoint fails like a
+    # full disk does (EFBIG instead of ENOSPC), without needing root or a tiny filesystem.
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys, torch
+        from pathlib import Path
+        from stcorr.train.checkpoint import CheckpointError, save_checkpoint
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        big = torch.nn.Linear(512, 512)
+        try:
+            save_checkpoint(Path({str(tmp_path)!r}), step=11, config={{}}, model=big)
+        except CheckpointError as exc:
+            print(exc)
+            sys.exit(3)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot write checkpoint at step 11" in proc.stdout
+    assert (tmp_path / "state.pt").read_bytes() == before  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no partial file left behind
+    assert restore_checkpoint(tmp_path, model=_model())["step"] == 10
+
+
+def test_cosine_with_warmup_shape() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_with_warmup(optimizer, total_steps=100, warmup_steps=10, floor=1e-3)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-3)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(1e-3 + (1 - 1e-3) * 0.5, abs=1e-9)  # cosine midpoint
+    assert lrs[-1] < 0.002
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs[10:]))  # monotone decay
+
+
+def test_teacher_hash_is_stable_sensitive_and_frozen() -> None:
+    torch.manual_seed(0)
+    model = freeze(_model())
+    state = model.state_dict()
+    assert state_sha256(state) == state_sha256({k: v.clone() for k, v in state.items()})
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["0.weight"][0, 0] += 1e-6
+    assert state_sha256(changed) != state_sha256(state)
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())

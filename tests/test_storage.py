@@ -1,0 +1,168 @@
+"""Storage on local folders and on a real S3 API server (moto_server) started by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from stcorr.config_sections import StorageConfig
+from stcorr.storage import Storage, StorageError, StorageNotFoundError, storage_from_config
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **(extra_env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+            return server, url
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"moto_server did not answer on {url} within 30 s")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """A moto S3 server with credentials in the environment; yields its endpoint URL."""
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    server, url = _start_moto()
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="bucket")
+    yield url
+    _stop(server)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_local_round_trip_is_atomic(tmp_path: Path) -> None:
+    store = Storage()
+    url = store.join(str(tmp_path), "a", "b", "x.bin")
+    assert not store.exists(url)
+    store.write_bytes(url, b"first")
+    store.write_bytes(url, b"second")
+    assert store.read_bytes(url) == b"second" and store.size(url) == 6
+    (tmp_path / "a" / "b" / "y.bin.tmp-0123").write_bytes(b"in progress")  # a crashed writer
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(1000))
+    store.write_file(store.join(str(tmp_path), "c.bin"), source)
+    with store.open_read(store.join(str(tmp_path), "c.bin")) as stream:
+        assert stream.read() == source.read_bytes()
+    assert store.list(str(tmp_path / "a")) == [url]  # temporaries are not listed
+    assert not [p for p in tmp_path.rglob("*.tmp-*") if "0123" not in p.name]
+    store.delete(url)
+    store.delete(url)  # idempotent
+    assert not store.exists(url)
+    with pytest.raises(FileNotFoundError):  # StorageNotFoundError is also a FileNotFoundError
+        store.read_bytes(url)
+
+
+@pytest.mark.slow
+def test_s3_round_trip(s3: str) -> None:
+    store = storage_from_config(StorageConfig(s3_endpoint_url=s3, retries=2))
+    assert store.join("s3://bucket/pre/", "/x/", "y.tar") == "s3://bucket/pre/x/y.tar"
+    store.write_bytes("s3://bucket/pre/x/a.json", b"{}")
+    big = Path(os.environ.get("TMPDIR", "/tmp")) / f"stcorr-big-{os.getpid()}.bin"
+    big.write_bytes(os.urandom(9 << 20))  # over boto3's 8 MiB threshold: a multipart upload
+    try:
+        store.write_file("s3://bucket/pre/big.bin", big)
+        expected = hashlib.sha256(big.read_bytes()).hexdigest()
+    finally:
+        big.unlink()
+    client = boto3.client("s3", endpoint_url=s3)
+    listed = client.list_objects_v2(Bucket="bucket", Prefix="pre/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == ["pre/big.bin", "pre/x/a.json"]
+    assert store.list("s3://bucket/pre") == ["s3://bucket/pre/big.bin", "s3://bucket/pre/x/a.json"]
+    assert store.list("s3://bucket/pr") == []  # a folder, not a string prefix
+    with store.open_read("s3://bucket/pre/big.bin") as stream:
+        assert hashlib.sha256(stream.read()).hexdigest() == expected
+    assert store.size("s3://bucket/pre/big.bin") == 9 << 20
+    assert store.read_bytes("s3://bucket/pre/x/a.json") == b"{}"
+    assert store.exists("s3://bucket/pre/x/a.json")
+    store.delete("s3://bucket/pre/x/a.json")
+    assert not store.exists("s3://bucket/pre/x/a.json")
+    with pytest.raises(StorageNotFoundError, match=r"^s3://bucket/pre/x/a.json: no such object$"):
+        store.read_bytes("s3://bucket/pre/x/a.json")
+
+
+@pytest.mark.slow
+def test_s3_missing_bucket_is_one_line(s3: str) -> None:
+    store = Storage(endpoint_url=s3, retries=2)
+    with pytest.raises(StorageError) as err:
+        store.write_bytes("s3://no-such-bucket/x", b"1")
+    assert str(err.value) == ("s3://no-such-bucket/x: cannot write: the bucket does not exist; "
+                              "create it or check storage.root")
+
+
+@pytest.mark.slow
+def test_unreachable_endpoint_fails_fast_after_retries() -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    store = Storage(endpoint_url=endpoint, retries=4)
+    start = time.monotonic()
+    with pytest.raises(StorageError) as err:
+        store.read_bytes("s3://bucket/x")
+    assert time.monotonic() - start < 15
+    assert str(err.value) == (f"s3://bucket/x: cannot reach S3 endpoint {endpoint} "
+                              "(EndpointConnectionError) after 4 attempts; check "
+                              "storage.s3_endpoint_url")
+
+
+@pytest.mark.slow
+def test_wrong_and_missing_credentials_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # moto checks credentials (against its own IAM) only when asked to.
+    server, url = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        with pytest.raises(StorageError) as wrong:
+            Storage(endpoint_url=url, retries=2).write_bytes("s3://bucket/x", b"1")
+        assert str(wrong.value) == (
+            "s3://bucket/x: cannot write: S3 refused the credentials (InvalidAccessKeyId); "
+            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or ~/.aws) and the bucket's "
+            "permissions")
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                    "AWS_PROFILE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        with pytest.raises(StorageError) as missing:
+            Storage(endpoint_url=url, retries=2).read_bytes("s3://bucket/x")
+        assert str(missing.value) == (
+            "s3://bucket/x: cannot read: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY or configure ~/.aws/credentials")
+    finally:
+        _stop(server)
