@@ -1,38 +1,71 @@
-"""The stcorr pipeline as one Prefect flow.
+"""The stcorr pipeline as one Prefect flow: shard -> pretrain -> teacher -> finetune -> evaluate.
 
-Today it runs the data stage end to end: resolve (or generate) the sources, then shard the
-images and the videos concurrently (each shard a Ray task). Training and evaluation stages are
-added to this flow as they land.
+Tasks pass small hashable references (URIs, fingerprints, run ids), never tensors. Image and
+video sharding run concurrently; evaluation runs its benchmarks concurrently on Ray. Every stage
+skips itself when MLflow holds a FINISHED run with its fingerprint, and a training stage that
+failed resumes from its last checkpoint, so `stcorr resume` is just the same flow again.
 """
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
 
 from prefect import flow
 
 from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from tasks.data import sources_task
+from tasks.finetune import finetune_task
+from tasks.pretrain import pretrain_task
 from tasks.shard import shard_task
+from tasks.teacher import teacher_task
 
 
 @flow(name="stcorr-pipeline", log_prints=False)
-def pipeline_flow(cfg: PipelineConfig) -> dict[str, str]:
-    """shard (images || videos); returns the manifest URL of each shard set."""
+def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate") -> dict[str, Any]:
+    """Run the stages up to ``until``; return the stage outputs and the evaluation summaries."""
     sources = sources_task(cfg)
-    init_ray(cfg.compute)  # once, before the two shard tasks share it from their threads
+    init_ray(cfg.compute)  # once, before the concurrent tasks share it from their threads
     images = shard_task.submit(cfg, "images", sources["images"])
     videos = shard_task.submit(cfg, "videos", sources["videos"])
-    return {"images": images.result().manifest_url, "videos": videos.result().manifest_url}
+    outputs: dict[str, Any] = {"shards": {"images": images.result(), "videos": videos.result()}}
+    if until == "shard":
+        return outputs
+    pretrain = outputs["pretrain"] = pretrain_task(cfg, images.result().manifest_url, pipeline=pipeline_id)
+    if until == "pretrain":
+        return outputs
+    teacher = outputs["teacher"] = teacher_task(cfg, pretrain, pipeline=pipeline_id)
+    if until == "teacher":
+        return outputs
+    videos_url = videos.result().manifest_url
+    finetune = finetune_task(cfg, videos_url, init=pretrain, teacher=teacher, pipeline=pipeline_id)
+    outputs["finetune"] = finetune
+    if until == "finetune":
+        return outputs
+    from tasks.evaluate import evaluate_task
+
+    benchmarks = {name: sources[name] for name in cfg.evaluate.benchmarks if name in sources}
+    outputs["evaluate"] = evaluate_task(
+        cfg,
+        finetune.encoder,
+        teacher.encoder,
+        benchmarks,
+        objective=cfg.finetune.objective,
+        pipeline=pipeline_id,
+    )
+    return outputs
 
 
-def run_pipeline(cfg: PipelineConfig) -> str:
-    """Run the flow and return the summary the CLI prints."""
-    manifests = pipeline_flow(cfg)
-    lines = ["", "data stage finished (training and evaluation stages are not part of the pipeline yet):"]
-    lines += [f"  {kind:>6} shards: {url}" for kind, url in manifests.items()]
-    if cfg.tracking.uri:
-        lines.append(
-            f"  MLflow: {cfg.tracking.uri}  (open with: .venv/bin/mlflow ui --backend-store-uri "
-            f"{cfg.tracking.uri})"
-        )
-    return "\n".join(lines)
+def new_pipeline_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def run_pipeline(cfg: PipelineConfig, pipeline_id: str | None = None, until: str = "evaluate") -> str:
+    """Run (or resume) the pipeline under one MLflow parent run; return the summary to print."""
+    from stcorr import lineage
+
+    pipeline_id = pipeline_id or new_pipeline_id()
+    with lineage.pipeline_run(cfg, pipeline_id) as parent:
+        outputs = pipeline_flow(cfg, pipeline_id, until)
+        return lineage.finish(cfg, parent, outputs)

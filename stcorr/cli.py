@@ -7,15 +7,17 @@ path, a corrupt file, an unreachable server). ``STCORR_DEBUG=1`` shows the full 
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
+import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from stcorr.config import ConfigError, PipelineConfig, load_config
+from stcorr.cli_common import ConfigOpt, ProfileOpt, SetOpt, _load, friendly_errors
+from stcorr.config import ConfigError, PipelineConfig
+
+__all__ = ["ConfigOpt", "ProfileOpt", "SetOpt", "_load", "app", "friendly_errors", "main"]
 
 app = typer.Typer(
     help="Learn dense space-time correspondence from unlabeled images and videos (STT, CRW), "
@@ -24,54 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="pipeline_config.yaml to load (default: built-in defaults)."),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override one key, e.g. --set shard.max_samples=500 (repeatable)."),
-]
-ProfileOpt = Annotated[
-    str | None, typer.Option("--profile", help="local (embedded services) or cluster (configured servers).")
-]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(func: F) -> F:
-    """Turn the errors a user can fix into one line on stderr and a non-zero exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            if os.environ.get("STCORR_DEBUG"):
-                raise
-            _fail(_one_line(exc), 1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else type(exc).__name__
-    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in message:
-        message = f"{exc.filename}: {message}"
-    return message
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"stcorr: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _load(config: Path | None, sets: list[str] | None, profile: str | None = None) -> PipelineConfig:
-    return load_config(config, sets or (), profile=profile)
 
 
 @app.command()
@@ -111,20 +65,131 @@ def shard(
 
 @app.command()
 @friendly_errors
-def run(config: ConfigOpt = None, sets: SetOpt = None, profile: ProfileOpt = None) -> None:
-    """Run the pipeline on the configured profile (embedded default: everything on this machine).
+def run(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+    until: Annotated[
+        str, typer.Option(help="last stage to run: shard, pretrain, teacher, finetune or evaluate")
+    ] = "evaluate",
+) -> None:
+    """Run the pipeline: shard -> pretrain -> teacher -> finetune -> evaluate.
 
-    For now the pipeline is the data stage: synthetic data (or your folders) -> WebDataset shards,
-    logged to MLflow. Training and evaluation stages join it in later releases.
+    Stages whose fingerprint already has a FINISHED MLflow run are skipped and their outputs
+    reused; the summary table and how to open MLflow are printed at the end.
     """
-    from stcorr.orchestration import prefect_environment
+    from stcorr.lineage import STAGES
+
+    if until not in STAGES:
+        raise ConfigError(f"--until: expected one of {', '.join(STAGES)}, got {until!r}")
+    cfg = _load(config, sets, profile)
+    _run_flow(cfg, None, until)
+
+
+@app.command()
+@friendly_errors
+def resume(
+    pipeline_id: Annotated[str | None, typer.Argument(help="pipeline id (default: the latest)")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Resume a pipeline with the config it ran with: finished stages are skipped, a failed
+    training stage continues from its last checkpoint."""
+    from stcorr.lineage import latest_pipeline, pipeline_config
 
     cfg = _load(config, sets, profile)
+    pid = pipeline_id or latest_pipeline(cfg)
+    typer.echo(f"resuming pipeline {pid}")
+    _run_flow(pipeline_config(cfg, pid), pid)
+
+
+@app.command()
+@friendly_errors
+def status(
+    pipeline_id: Annotated[str | None, typer.Argument(help="pipeline id (default: the latest)")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """A table of a pipeline's stages: state, fingerprint, MLflow run, duration."""
+    from stcorr.lineage import latest_pipeline, render_rows, stage_rows
+
+    cfg = _load(config, sets, profile)
+    pid = pipeline_id or latest_pipeline(cfg)
+    typer.echo(f"pipeline {pid}")
+    typer.echo(render_rows(stage_rows(cfg, pid)))
+
+
+@app.command()
+@friendly_errors
+def ui(
+    port: Annotated[int, typer.Option(help="port of the MLflow UI")] = 5000,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Open the MLflow UI on the configured tracking store (local SQLite by default)."""
+    from stcorr.tracking import resolve_uri
+
+    cfg = _load(config, sets, profile)
+    uri = cfg.tracking.uri
+    if uri is None:
+        raise ConfigError("tracking.uri: tracking is disabled (null); there is nothing to show")
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"the MLflow server is at {uri}; open it in a browser")
+        return
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.execv(
+        mlflow,
+        [mlflow, "ui", "--backend-store-uri", resolve_uri(uri), "--host", "127.0.0.1", "--port", str(port)],
+    )
+
+
+@app.command()
+@friendly_errors
+def sweep(
+    rows: Annotated[
+        list[str] | None, typer.Option("--row", help="Table 1 row to run (repeatable; default: all rows)")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Run the paper's Table 1 ablation rows as pipelines; shared stages run once and are reused."""
+    from stcorr.objectives.stt import TABLE1_ROWS
+
+    chosen = rows or list(TABLE1_ROWS)
+    unknown = [r for r in chosen if r not in TABLE1_ROWS]
+    if unknown:
+        raise ConfigError(f"--row {unknown[0]!r}: unknown; expected one of {', '.join(TABLE1_ROWS)}")
+    for row in chosen:
+        overrides = [f"finetune.stt.{key}={_yaml_value(value)}" for key, value in TABLE1_ROWS[row].items()]
+        typer.echo(f"== Table 1 row: {row}")
+        _run_flow(_load(config, [*(sets or []), *overrides], profile), None)
+
+
+def _yaml_value(value: object) -> str:
+    import json
+
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evaluate") -> None:
+    """Run the flow with SIGTERM treated like Ctrl-C (runs end KILLED, not left RUNNING)."""
+    import signal
+
+    from stcorr.orchestration import prefect_environment
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
     prefect_environment(cfg)
     from flows.pipeline import run_pipeline
 
-    summary = run_pipeline(cfg)
-    typer.echo(summary)
+    typer.echo(run_pipeline(cfg, pipeline_id, until))
 
 
 @app.command("config")
@@ -143,6 +208,17 @@ def config_reference() -> None:
     from stcorr.config_reference import render_reference
 
     typer.echo(render_reference(), nl=False)
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules (evaluation, training) add themselves here."""
+    from stcorr import cli_eval, cli_train
+
+    cli_eval.register(app)
+    cli_train.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

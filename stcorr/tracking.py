@@ -130,6 +130,55 @@ class StageRun:
             self.log_file(target, None if parent == "." else parent)
 
 
+# The pipeline run a stage belongs to (set by the flow; stage tasks run in its threads).
+_PIPELINE: dict[str, str] = {}
+
+
+def set_pipeline(pipeline_id: str, parent_run_id: str | None) -> None:
+    """Make later stage runs children of ``parent_run_id`` and tag them with ``pipeline_id``."""
+    _PIPELINE.clear()
+    _PIPELINE.update(id=pipeline_id, parent=parent_run_id or "")
+
+
+def find_finished(cfg: PipelineConfig, stage: str, fingerprint: str) -> Any | None:
+    """The newest FINISHED run of ``stage`` with this fingerprint (None if there is none)."""
+    from mlflow import MlflowClient
+
+    experiment_id = setup(cfg.tracking)
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_FINGERPRINT}` = '{fingerprint}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def record_skip(cfg: PipelineConfig, stage: str, fingerprint: str, reused: Any) -> str:
+    """Log that ``stage`` was skipped in this pipeline and which run's outputs it reused."""
+    from mlflow import MlflowClient
+
+    experiment_id = setup(cfg.tracking)
+    client = MlflowClient()
+    link = f"#/experiments/{reused.info.experiment_id}/runs/{reused.info.run_id}"
+    tags = {
+        TAG_STAGE: stage,
+        TAG_PIPELINE: _PIPELINE.get("id", ""),
+        "stcorr.skipped": "true",
+        "stcorr.reused_run": reused.info.run_id,
+        "stcorr.reused_fingerprint": fingerprint,
+        "mlflow.note.content": f"Skipped: outputs reused from run [{reused.info.run_id}]({link}).",
+    }
+    if _PIPELINE.get("parent"):
+        tags["mlflow.parentRunId"] = _PIPELINE["parent"]
+    run = client.create_run(experiment_id, run_name=f"{stage} (reused)", tags=tags)
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return str(run.info.run_id)
+
+
 @contextlib.contextmanager
 def stage_run(
     cfg: PipelineConfig, stage: str, fingerprint: str, *, run_name: str | None = None, pipeline: str = ""
@@ -145,9 +194,11 @@ def stage_run(
     tags = {
         TAG_STAGE: stage,
         TAG_FINGERPRINT: fingerprint,
-        TAG_PIPELINE: pipeline,
+        TAG_PIPELINE: pipeline or _PIPELINE.get("id", ""),
         "stcorr.git": git_revision(),
     }
+    if _PIPELINE.get("parent"):
+        tags["mlflow.parentRunId"] = _PIPELINE["parent"]
     run = client.create_run(experiment_id, run_name=run_name or stage, tags=tags)
     handle = StageRun(client, run.info.run_id)
     status = "FAILED"

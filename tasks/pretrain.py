@@ -8,22 +8,33 @@ from prefect.cache_policies import NO_CACHE
 from stcorr.config import PipelineConfig
 from stcorr.train.launch import fit_stage
 from stcorr.train.stages import StageInputs
-from tasks.training import StageOutput, maybe_stage_run, register, shard_urls, stage_fingerprint
+from tasks.training import (
+    StageOutput,
+    maybe_stage_run,
+    register,
+    reuse,
+    save_output,
+    shard_urls,
+    stage_fingerprint,
+)
 
 
 def run_pretrain(cfg: PipelineConfig, image_manifest: str, *, pipeline: str = "") -> StageOutput:
     """Train (or resume) the spatial encoder and register it in MLflow."""
     shards, source_fp = shard_urls(cfg, image_manifest)
     fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(cfg.compute.workers))
+    if (done := reuse(cfg, "pretrain", fp)) is not None:
+        return done
     with maybe_stage_run(cfg, "pretrain", fp, pipeline) as run:
         result = fit_stage(
             cfg, "pretrain", StageInputs(shards=shards), run_name=f"pretrain-{fp[:16]}", run_id=run.run_id
         )
         run.log_metrics({"final_step": result.steps})
         version = register(cfg, run, result.encoder_path, alias=None, tags={"stcorr.stage": "pretrain"})
-    return StageOutput(
-        "pretrain", fp, str(result.encoder_path), version, run.run_id, checkpoint=result.checkpoint
-    )
+        out = StageOutput(
+            "pretrain", fp, str(result.encoder_path), version, run.run_id, checkpoint=result.checkpoint
+        )
+        return save_output(run, out)
 
 
 pretrain_task = task(name="pretrain", cache_policy=NO_CACHE)(run_pretrain)

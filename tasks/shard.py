@@ -22,16 +22,20 @@ def run_shard_stage(cfg: PipelineConfig, kind: str, source: str, out: str | None
     """Shard one source (skipped when its shards are up to date) and log the manifest to MLflow."""
     out_url = out or shard_url(cfg, kind)
     result = shard_source(kind, source, out_url, cfg.shard, cfg.storage, cfg.compute, progress=print)
-    if cfg.tracking.uri is not None and not result.skipped:
+    if cfg.tracking.uri is not None:
         _log(cfg, kind, result)
     return result
 
 
 def _log(cfg: PipelineConfig, kind: str, result: Any) -> None:
+    """A run with the manifest, or, when nothing was written, a record of the reused run."""
     from stcorr import tracking
 
     manifest = result.manifest
-    stage_fp = fingerprint("shard", kind, cfg.shard, manifest["source_fingerprint"])
+    stage_fp = fingerprint("shard", kind, cfg.shard, manifest["source_fingerprint"], result.manifest_url)
+    if result.skipped and (reused := tracking.find_finished(cfg, "shard", stage_fp)) is not None:
+        tracking.record_skip(cfg, "shard", stage_fp, reused)
+        return
     with tracking.stage_run(cfg, "shard", stage_fp, run_name=f"shard-{kind}") as run:
         run.set_tags({"stcorr.shard.kind": kind, "stcorr.shard.url": result.manifest_url})
         run.log_json(manifest, f"shards/{kind}/manifest.json")

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stcorr.config import PipelineConfig
 from stcorr.train.teacher import make_teacher
-from tasks.training import StageOutput, maybe_stage_run, register, stage_fingerprint
+from tasks.training import StageOutput, maybe_stage_run, register, reuse, save_output, stage_fingerprint
 
 TEACHER_FILE = "teacher.pt"
 
@@ -17,13 +17,15 @@ TEACHER_FILE = "teacher.pt"
 def run_teacher(cfg: PipelineConfig, pretrain: StageOutput, *, pipeline: str = "") -> StageOutput:
     """Freeze ``pretrain.encoder`` into the teacher and register it with alias ``teacher``."""
     fp = stage_fingerprint("teacher", cfg.pretrain.arch, pretrain.fingerprint)
+    if (done := reuse(cfg, "teacher", fp)) is not None:
+        return done
     out_file = Path(pretrain.encoder).parent.parent / f"teacher-{fp[:16]}" / TEACHER_FILE
     with maybe_stage_run(cfg, "teacher", fp, pipeline) as run:
         sha = make_teacher(Path(pretrain.encoder), out_file, cfg.pretrain.arch)
         run.set_tags({"stcorr.teacher.sha256": sha, "stcorr.source_run": pretrain.run_id or ""})
         tags = {"stcorr.stage": "teacher", "sha256": sha}
         version = register(cfg, run, out_file, alias="teacher", tags=tags)
-    return StageOutput("teacher", fp, str(out_file), version, run.run_id, sha256=sha)
+        return save_output(run, StageOutput("teacher", fp, str(out_file), version, run.run_id, sha256=sha))
 
 
 teacher_task = task(name="teacher", cache_policy=NO_CACHE)(run_teacher)

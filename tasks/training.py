@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +81,38 @@ def register(
     return register_encoder(
         run.client, run.run_id, encoder, model_name=cfg.tracking.model_name, alias=alias, tags=tags
     )
+
+
+OUTPUT_ARTIFACT = "stage_output.json"
+
+
+def save_output(run: Any, out: StageOutput) -> StageOutput:
+    """Store the stage's hand-over in its run, so a later pipeline can reuse it (on any machine)."""
+    run.log_json(dataclasses.asdict(out), OUTPUT_ARTIFACT)
+    return out
+
+
+def reuse(cfg: PipelineConfig, stage: str, fp: str) -> StageOutput | None:
+    """The output of a FINISHED run with this fingerprint, recording the skip; None = must run."""
+    if cfg.tracking.uri is None:
+        return None
+    from stcorr import tracking
+
+    run = tracking.find_finished(cfg, stage, fp)
+    if run is None:
+        return None
+    out = _load_output(run)
+    tracking.record_skip(cfg, stage, fp, run)
+    print(f"{stage}: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}", flush=True)
+    return out
+
+
+def _load_output(run: Any) -> StageOutput:
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=OUTPUT_ARTIFACT)
+    out = StageOutput(**json.loads(Path(local).read_text()))
+    if out.encoder and not Path(out.encoder).is_file():  # produced on another machine
+        folder = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="encoder")
+        out = dataclasses.replace(out, encoder=str(next(Path(folder).glob("*.pt"))))
+    return out

@@ -37,6 +37,7 @@ class TrainResult:
     checkpoint: str  # where Ray persisted the final checkpoint (local folder or s3 URI)
     encoder_path: Path  # local copy of the exported encoder (torchvision key names)
     steps: int
+    extras: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. teacher_sha256.txt
 
 
 def ray_storage(cfg: PipelineConfig) -> tuple[str, Any]:
@@ -136,11 +137,12 @@ def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:
         else Path(cfg.storage.root, "outputs", run_name).resolve()
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    extras: dict[str, str] = {}
     with result.checkpoint.as_directory() as folder:
         shutil.copyfile(Path(folder) / ENCODER_FILE, out_dir / ENCODER_FILE)
+        for extra in Path(folder).glob("*.txt"):
+            extras[extra.name] = extra.read_text()
     path = result.checkpoint.path
     location = f"s3://{path}" if is_s3(cfg.storage.root) else path
     step = int((result.metrics or {}).get("step", 0))  # metrics of the last checkpointed report
-    return TrainResult(
-        run_name=run_name, checkpoint=location, encoder_path=out_dir / ENCODER_FILE, steps=step
-    )
+    return TrainResult(run_name, location, out_dir / ENCODER_FILE, step, extras)

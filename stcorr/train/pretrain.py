@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from stcorr.data.reader import make_image_dataset, make_loader
 from stcorr.objectives.moco import MoCo
-from stcorr.train.stages import TrainStage
+from stcorr.train.stages import TrainStage, resume_stream
 
 
 class PretrainStage(TrainStage):
@@ -36,12 +36,11 @@ class PretrainStage(TrainStage):
             size=section.image_size,
             seed=section.seed,
             resampled=True,
-            samples_per_rank=(section.steps - start_step) * section.batch_size,
+            samples_per_rank=section.steps * section.batch_size,
             s3_endpoint_url=self.cfg.storage.s3_endpoint_url,
         )
         loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
-        loader.set_epoch(start_step)  # a resumed run draws a fresh, seeded stream
-        return iter(loader)
+        return resume_stream(loader, start_step)
 
     def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
         out = module(batch["q"], batch["k"])

@@ -6,7 +6,8 @@ how to build things. No maths here: the objectives live in :mod:`stcorr.objectiv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,23 @@ class TrainStage:
         """An image for people to look at every ``image_every`` steps (None = nothing)."""
         return None
 
+    def extra_files(self, module: nn.Module) -> dict[str, bytes]:
+        """Files to put next to the checkpoint (e.g. the teacher's hash at the end)."""
+        return {}
+
     def export(self, module: nn.Module) -> dict[str, Tensor]:
         """The trained encoder in torchvision key names: the stage's output."""
         return encoder_state_dict(self.encoder(module))
+
+
+def resume_stream(loader: Iterable[dict[str, Any]], start_step: int) -> Iterator[dict[str, Any]]:
+    """The run's seeded batch stream, positioned at ``start_step``.
+
+    The stream is a pure function of the seed, so a resumed run sees exactly the batches the
+    uninterrupted run would have. Skipping re-reads the consumed batches (decoding included):
+    seconds at demo scale, but proportional to the steps done, which is the price of exactness.
+    """
+    return itertools.islice(iter(loader), start_step, None)
 
 
 def load_weights(path: str) -> dict[str, Tensor]:

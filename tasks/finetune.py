@@ -1,0 +1,72 @@
+"""Finetune stage: STT or CRW on the video shards with Ray Train; output alias ``candidate``."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stcorr.config import PipelineConfig
+from stcorr.registry import resolve_encoder
+from stcorr.train.launch import fit_stage
+from stcorr.train.stages import StageInputs
+from stcorr.train.teacher import state_sha256
+from tasks.training import (
+    StageOutput,
+    maybe_stage_run,
+    register,
+    reuse,
+    save_output,
+    shard_urls,
+    stage_fingerprint,
+)
+
+
+class TeacherChangedError(RuntimeError):
+    """The teacher's weights hash differently after fine-tuning than when it was frozen."""
+
+
+def run_finetune(
+    cfg: PipelineConfig,
+    video_manifest: str,
+    *,
+    init: StageOutput | None,
+    teacher: StageOutput | None,
+    pipeline: str = "",
+) -> StageOutput:
+    """Fine-tune (or resume) the student; register it with alias ``candidate``.
+
+    Args:
+        init: the pretrain output (ignored when ``finetune.init: scratch``).
+        teacher: the teacher stage output; ``finetune.teacher`` (a registry URI or file) wins.
+    """
+    import torch
+
+    shards, source_fp = shard_urls(cfg, video_manifest)
+    teacher_file = resolve_encoder(cfg.finetune.teacher, cfg.tracking) if cfg.finetune.teacher else None
+    teacher_path = str(teacher_file) if teacher_file else (teacher.encoder if teacher else None)
+    teacher_sha = state_sha256(torch.load(teacher_path, weights_only=True)) if teacher_path else ""
+    init_path = init.encoder if init is not None and cfg.finetune.init == "pretrain" else None
+    upstream = [source_fp, init.fingerprint if init_path and init else "scratch", teacher_sha]
+    fp = stage_fingerprint("finetune", cfg.finetune, *upstream, str(cfg.compute.workers))
+    if (done := reuse(cfg, "finetune", fp)) is not None:
+        return done
+    inputs = StageInputs(shards=shards, init_weights=init_path, teacher_weights=teacher_path)
+    with maybe_stage_run(cfg, "finetune", fp, pipeline) as run:
+        result = fit_stage(cfg, "finetune", inputs, run_name=f"finetune-{fp[:16]}", run_id=run.run_id)
+        after = result.extras.get("teacher_sha256.txt")
+        if after is not None and after != teacher_sha:
+            raise TeacherChangedError(
+                f"finetune: teacher weights changed during training ({teacher_sha[:12]} -> {after[:12]})"
+            )
+        run.set_tags(
+            {"stcorr.teacher.sha256": teacher_sha, "stcorr.teacher.unchanged": str(after == teacher_sha)}
+        )
+        tags = {"stcorr.stage": "finetune", "objective": cfg.finetune.objective}
+        version = register(cfg, run, result.encoder_path, alias="candidate", tags=tags)
+        out = StageOutput(
+            "finetune", fp, str(result.encoder_path), version, run.run_id, checkpoint=result.checkpoint
+        )
+        return save_output(run, out)
+
+
+finetune_task = task(name="finetune", cache_policy=NO_CACHE)(run_finetune)
