@@ -153,7 +153,7 @@ class MocoConfig(Section):
     dim: PosInt = Field(128, description="Embedding size of the MLP head (MoCo v2).")
     hidden: PosInt = Field(2048, description="Hidden width of the 2-layer MLP head (MoCo v2).")
     queue: PosInt = Field(
-        4096,
+        1024,
         description="Negatives in the queue (K). MoCo uses 65536 for ImageNet; the demo data set has "
         "a few hundred images, so a smaller queue avoids stale keys.",
     )
@@ -169,14 +169,16 @@ class PretrainConfig(Section):
         "resnet18", description="Backbone; the paper's main rows use ResNet-18."
     )
     steps: PosInt = Field(
-        300, description="Optimiser steps; sized so the demo's pretraining takes ~2 minutes."
+        60, description="Optimiser steps; the demo budget (about a minute of pretraining on 2 cores)."
     )
-    batch_size: PosInt = Field(32, description="Images per rank per step.")
-    image_size: PosInt = Field(64, description="Crop size of the two augmented views.")
+    batch_size: PosInt = Field(16, description="Images per rank per step (MoCo v2: 256 over 8 GPUs).")
+    image_size: PosInt = Field(
+        48, description="Crop size of the two views (MoCo: 224); small for the CPU demo."
+    )
     lr: PosFloat = Field(0.03, description="SGD learning rate (MoCo v2: 0.03 for batch 256).")
     weight_decay: NonNegFloat = Field(1e-4, description="SGD weight decay (MoCo v2).")
-    warmup_steps: NonNegInt = Field(20, description="Linear warm-up before the cosine decay.")
-    checkpoint_every: PosInt = Field(100, description="Steps between checkpoints.")
+    warmup_steps: NonNegInt = Field(5, description="Linear warm-up before the cosine decay.")
+    checkpoint_every: PosInt = Field(30, description="Steps between checkpoints.")
     log_every: PosInt = Field(10, description="Steps between metric logs.")
     seed: int = Field(0, description="Seeds model init, augmentation and shuffling.")
     moco: MocoConfig = Field(default_factory=MocoConfig)
@@ -257,18 +259,18 @@ class FinetuneConfig(Section):
         "null uses the pipeline's teacher stage.",
     )
     arch: Literal["resnet18", "resnet50"] = Field("resnet18", description="Student backbone.")
-    steps: PosInt = Field(300, description="Optimiser steps; sized for the ~10-minute demo.")
+    steps: PosInt = Field(100, description="Optimiser steps; sized for the 10-minute demo on 2 cores.")
     batch_size: PosInt = Field(8, description="Clips per rank per step.")
     clip_frames: PosInt = Field(2, description="Frames per clip T (STT: 2 = reference + target; CRW: 4).")
     frame_gap: PosInt = Field(1, description="Frames between consecutive clip frames.")
-    crop_size: PosInt = Field(128, description="Side of the shared random resized crop (paper: 256).")
+    crop_size: PosInt = Field(64, description="Side of the shared random resized crop (paper: 256).")
     lr: PosFloat = Field(
         5e-4, description="Adam learning rate (reference code 5e-5 for batch 64; short demo runs need more)."
     )
-    warmup_steps: NonNegInt = Field(20, description="Linear warm-up before the cosine decay.")
-    checkpoint_every: PosInt = Field(100, description="Steps between checkpoints.")
+    warmup_steps: NonNegInt = Field(10, description="Linear warm-up before the cosine decay.")
+    checkpoint_every: PosInt = Field(50, description="Steps between checkpoints.")
     log_every: PosInt = Field(10, description="Steps between metric logs.")
-    image_every: PosInt = Field(100, description="Steps between image panels logged to MLflow.")
+    image_every: PosInt = Field(50, description="Steps between image panels logged to MLflow.")
     seed: int = Field(0, description="Seeds init, sampling and augmentation.")
     stt: SttConfig = Field(default_factory=SttConfig)
     crw: CrwConfig = Field(default_factory=CrwConfig)

@@ -77,7 +77,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         f"{stage.name}: {'resuming at step ' + str(start) if start else 'starting'} "
         f"({world} workers, {stage.steps} steps)"
     )
-    wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True})
+    # Every stage builds only the layers its objective uses, so DDP needs no unused-parameter scan.
+    wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": False})
     try:
         _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
     finally:
@@ -184,7 +185,7 @@ def _checkpoint(
     """Rank 0 writes the checkpoint (+ the exported encoder); every rank calls report once."""
     import ray.train
 
-    metrics = {"step": step, "loss": float(out["loss"])}
+    metrics = {"step": step, "loss": float(out["loss"].detach())}
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
