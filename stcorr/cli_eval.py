@@ -1,9 +1,129 @@
-"""Evaluation commands: ``stcorr evaluate``, ``stcorr score``, ``stcorr track``."""
+"""Evaluation commands: ``stcorr evaluate``, ``stcorr score``, ``stcorr track``.
 
-from __future__ import annotations
+``evaluate`` runs one model or baseline on one benchmark folder outside the pipeline;
+``score davis`` scores any method's palette PNGs like the official DAVIS-2017 tool;
+``track`` propagates a first-frame mask through your own video.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from stcorr.cli_common import ConfigOpt, SetOpt, _load, friendly_errors
+
+# No `from __future__ import annotations` here: typer reads these annotations at runtime.
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="lab | random | a .pt encoder | models:/name@alias | models:/name/3"),
+]
+ObjectiveOpt = Annotated[
+    str, typer.Option("--objective", help="How the encoder was trained: stt (Lab input) or crw (RGB).")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")]
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in ("stt", "crw"):
+        raise ValueError(f"--objective: expected 'stt' or 'crw', got {objective!r}")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` -> (H, W)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--size: expected HxW in pixels such as 560x560, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to ``app``."""
+
+    @app.command()
+    @friendly_errors
+    def evaluate(
+        benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="davis, vip or jhmdb")],
+        root: Annotated[Path, typer.Option("--root", help="The benchmark folder in its published layout.")],
+        model: ModelOpt,
+        out: OutOpt,
+        objective: ObjectiveOpt = "stt",
+        size: Annotated[
+            str | None, typer.Option("--size", help="VIP/JHMDB squash size HxW (default 560x560 / 320x320).")
+        ] = None,
+        no_ray: Annotated[
+            bool, typer.Option("--no-ray", help="Evaluate the sequences one by one in this process.")
+        ] = False,
+        config: ConfigOpt = None,
+        sets: SetOpt = None,
+    ) -> None:
+        """Evaluate one model or baseline on one benchmark: predictions, metrics JSON, table."""
+        from stcorr.eval.features import load_model
+        from stcorr.eval.harness import evaluate_benchmark, read_benchmark, results_table, table_row
+
+        _check_objective(objective)
+        cfg = _load(config, sets)
+        read_benchmark(benchmark, root, cfg.evaluate.max_sequences)  # layout errors before loading
+        spec = load_model(model, objective=objective, stride=cfg.evaluate.stride, tracking=cfg.tracking,
+                          name=model)
+        result = evaluate_benchmark(benchmark, root, spec, cfg.evaluate, out,
+                                    None if no_ray else cfg.compute, size=_size(size))
+        typer.echo(results_table([table_row(model, [result])]))
+        typer.echo(f"predictions: {result.files['predictions']}")
+        typer.echo(f"metrics: {result.files['json']}  per sequence: {result.files['csv']}")
+
+    @app.command()
+    @friendly_errors
+    def score(
+        benchmark: Annotated[str, typer.Argument(help="davis (palette-PNG results)")],
+        gt: Annotated[Path, typer.Option("--gt", help="DAVIS-2017 root (ImageSets/2017/val.txt, ...).")],
+        pred: Annotated[Path, typer.Option("--pred", help="Results folder: <seq>/<frame>.png palette PNGs.")],
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Also write the scores as JSON here.")
+        ] = None,
+    ) -> None:
+        """Score any method's results like the official DAVIS-2017 tool (semi-supervised, val)."""
+        from stcorr.eval.harness import davis_tables
+        from stcorr.eval.metrics import score_davis_folder
+
+        if benchmark != "davis":
+            raise ValueError(f"score {benchmark}: only 'davis' is scored from result files; "
+                             f"VIP and JHMDB are scored by `stcorr evaluate`")
+        if not pred.is_dir():
+            raise FileNotFoundError(f"{pred}: results folder not found; expected <seq>/<frame>.png")
+        summary, rows = score_davis_folder(gt, pred)
+        typer.echo(davis_tables(summary, rows))
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps({"global": summary, "per_sequence": rows}, indent=2))
+
+    @app.command()
+    @friendly_errors
+    def track(
+        video: Annotated[Path, typer.Option("--video", help="Your video file (.mp4, .avi, ...).")],
+        mask: Annotated[Path, typer.Option("--mask", help="First-frame mask PNG (ids or colours).")],
+        model: ModelOpt,
+        out: OutOpt,
+        objective: ObjectiveOpt = "stt",
+        max_frames: Annotated[
+            int | None, typer.Option("--max-frames", min=1, help="Track only the first N frames.")
+        ] = None,
+        config: ConfigOpt = None,
+        sets: SetOpt = None,
+    ) -> None:
+        """Propagate a first-frame mask through a video: palette PNGs per frame + overlay video."""
+        from stcorr.eval.features import load_model
+        from stcorr.eval.track import track_video
+
+        _check_objective(objective)
+        cfg = _load(config, sets)
+        spec = load_model(model, objective=objective, stride=cfg.evaluate.stride, tracking=cfg.tracking)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            typer.echo(f"track: {phase} {done}/{total} frames")
+
+        result = track_video(video, mask, spec, out, cfg.evaluate, max_frames=max_frames,
+                             progress=progress)
+        typer.echo(f"{len(result.masks)} masks in {out}; overlay: {result.overlay}")

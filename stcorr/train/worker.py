@@ -78,7 +78,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         f"({world} workers, {stage.steps} steps)"
     )
     # Every stage builds only the layers its objective uses, so DDP needs no unused-parameter scan.
-    wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": False})
+    no_scan = {"find_unused_parameters": False}
+    wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs=no_scan)
     try:
         _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
     finally:

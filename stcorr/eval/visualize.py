@@ -1,0 +1,124 @@
+"""Pictures of propagated labels: mask/part overlays, skeletons, strips and animated GIFs.
+
+What people look at rather than read (CRW logs blended frames and pose skeletons, Jabri et
+al., NeurIPS 2020, ``test_utils.py``; STT saves palette PNGs and skeleton PNGs): each sequence
+gets one strip of evenly spaced frames and one animated GIF with the predictions drawn on.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from stcorr.eval.labels import davis_palette
+
+# JHMDB joint order: neck, belly, face, R/L shoulder, R/L hip, R/L elbow, R/L knee, R/L wrist,
+# R/L ankle; limbs joining them (the skeleton of JHMDB's puppet model).
+JHMDB_LIMBS = ((0, 2), (0, 1), (0, 3), (0, 4), (3, 7), (7, 11), (4, 8), (8, 12), (1, 5), (1, 6),
+               (5, 9), (9, 13), (6, 10), (10, 14))
+STRIP_FRAMES = 6
+STRIP_HEIGHT = 160
+GIF_HEIGHT = 240
+GIF_MAX_FRAMES = 120  # a DAVIS sequence (<= 104 frames) stays whole; longer videos are sampled
+
+
+def overlay_ids(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend palette colours of non-zero ids over a frame; id 0 (background) stays as is.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB.
+        ids: ``(H, W)`` integer labels (0..255).
+        alpha: opacity of the colour.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    colours = davis_palette()[np.clip(ids, 0, 255)].astype(np.float32)  # (H, W, 3)
+    blend = (1 - alpha) * frame.astype(np.float32) + alpha * colours
+    return np.where((ids > 0)[..., None], blend, frame).round().astype(np.uint8)
+
+
+def draw_skeleton(frame: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Draw JHMDB limbs and joints; a joint with x < 0 (invisible) and its limbs are skipped.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB.
+        joints: ``(15, 2)`` (x, y) pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8 copy with the skeleton drawn.
+    """
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    draw = ImageDraw.Draw(img)
+    palette = davis_palette()
+    width = max(1, round(min(frame.shape[:2]) / 80))
+    for i, (a, b) in enumerate(JHMDB_LIMBS):
+        if joints[a, 0] >= 0 and joints[b, 0] >= 0:
+            draw.line([tuple(joints[a]), tuple(joints[b])], fill=tuple(palette[i + 1]), width=width)
+    for x, y in joints:
+        if x >= 0:
+            r = width + 1
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255))
+    return np.asarray(img)
+
+
+def _resize(frame: np.ndarray, height: int) -> Image.Image:
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    if img.height == height:
+        return img
+    width = max(1, round(img.width * height / img.height))
+    return img.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _pick(count: int, total: int) -> list[int]:
+    """``count`` evenly spaced indices from 0 to ``total - 1`` (all when fewer)."""
+    if total <= count:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / (count - 1)) for i in range(count)})
+
+
+def strip_png(frames: Sequence[np.ndarray], *, count: int = STRIP_FRAMES,
+              height: int = STRIP_HEIGHT) -> bytes:
+    """Evenly spaced frames (first and last included) side by side, as PNG bytes.
+
+    Args:
+        frames: ``(H, W, 3)`` uint8 frames with the predictions drawn on.
+        count: frames in the strip.
+        height: strip height in pixels (frames keep their aspect ratio).
+    """
+    if not frames:
+        raise ValueError("strip: no frames to draw; expected at least one")
+    tiles = [_resize(frames[i], min(height, frames[i].shape[0])) for i in _pick(count, len(frames))]
+    gap = 2
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1),
+                               max(t.height for t in tiles)), (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        canvas.paste(tile, (x, 0))
+        x += tile.width + gap
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def animated_gif(frames: Sequence[np.ndarray], *, fps: float = 8.0, height: int = GIF_HEIGHT,
+                 max_frames: int = GIF_MAX_FRAMES) -> bytes:
+    """The frames as a looping animated GIF (PIL ``save_all``), as bytes.
+
+    Args:
+        frames: ``(H, W, 3)`` uint8 frames with the predictions drawn on.
+        fps: playback rate.
+        height: GIF height in pixels (never upscaled).
+        max_frames: longer videos are sampled evenly down to this many frames.
+    """
+    if not frames:
+        raise ValueError("gif: no frames to draw; expected at least one")
+    size = min(height, frames[0].shape[0])
+    images = [_resize(frames[i], size) for i in _pick(max_frames, len(frames))]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0)
+    return buf.getvalue()
