@@ -4,6 +4,7 @@ versions written here: an HW x HW masked softmax, explicit loops, closed forms."
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,6 +17,15 @@ from stcorr.objectives.correlation import (
     window_valid_mask,
 )
 from stcorr.objectives.reconstruction import pyramid_reconstruction, reconstruct
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small ops on a shared 2-core machine: one thread avoids OpenMP spin under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def dense_window_mask(h: int, w: int, r: int) -> torch.Tensor:
