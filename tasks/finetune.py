@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stcorr.config import PipelineConfig
 from stcorr.registry import resolve_encoder
-from stcorr.train.launch import fit_stage
+from stcorr.train.launch import NonFiniteLossError, fit_stage
 from stcorr.train.stages import StageInputs
 from stcorr.train.teacher import state_sha256
 from tasks.training import (
@@ -19,6 +19,8 @@ from tasks.training import (
     shard_urls,
     stage_fingerprint,
 )
+
+__all__ = ["NonFiniteLossError", "TeacherChangedError", "finetune_task", "run_finetune"]
 
 
 class TeacherChangedError(RuntimeError):

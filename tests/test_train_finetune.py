@@ -178,3 +178,22 @@ def test_killed_worker_resumes_from_checkpoint(root: Path, manifest: str, upstre
     assert sorted(resumed_loss) == list(range(1, 9))
     for step in range(1, 9):  # the resumed run repeats the uninterrupted run's steps
         assert resumed_loss[step] == pytest.approx(reference_loss[step], rel=1e-3), step
+
+
+def test_nan_loss_stops_with_the_step_and_last_checkpoint(root: Path, manifest: str, upstream: tuple) -> None:
+    from tasks.finetune import NonFiniteLossError
+
+    init, teacher = upstream
+    # An absurd learning rate makes the weights, and then the loss, non-finite within a few steps.
+    flags = [
+        "finetune.steps=12",
+        "finetune.checkpoint_every=1",
+        "finetune.lr=1e30",
+        "finetune.stt.global_distill=false",
+    ]
+    cfg = _cfg(root / "nan", *flags)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"^finetune: loss is not finite at step \d+; stopped\. Last good checkpoint: /",
+    ):
+        run_finetune(cfg, manifest, init=init, teacher=teacher)
