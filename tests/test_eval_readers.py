@@ -55,7 +55,7 @@ def test_read_davis_wrong_layout_is_one_line(tmp_path: Path) -> None:
     assert str(err.value) == (
         f"davis: Annotations/480p/bear not found under {root}; expected the DAVIS-2017 layout "
         "(JPEGImages/480p, Annotations/480p, ImageSets/2017/val.txt)")
-    with pytest.raises(BenchmarkLayoutError, match="ImageSets/2017/val.txt not found under"):
+    with pytest.raises(BenchmarkLayoutError, match=r"ImageSets/2017/val\.txt not found under"):
         read_davis(tmp_path)
     with pytest.raises(BenchmarkLayoutError, match="nowhere not found"):
         read_davis(tmp_path / "nowhere")
@@ -70,7 +70,7 @@ def test_read_davis_size_mismatch_and_empty_first_mask(tmp_path: Path) -> None:
     write_palette_png(bad, blob())
     write_palette_png(root / "Annotations" / "480p" / "bear" / "00000.png",
                       np.zeros((8, 12), dtype=np.int64))
-    with pytest.raises(ValueError, match="00000.png: first-frame mask has no object"):
+    with pytest.raises(ValueError, match=r"00000\.png: first-frame mask has no object"):
         read_davis(root)
 
 
@@ -95,7 +95,7 @@ def test_read_vip_accepts_parent_or_vip_fine(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkLayoutError, match=r"^vip: VIP_Fine not found under .*$"):
         read_vip(tmp_path)
     (root / "VIP_Fine" / "lists" / "val_videos.txt").unlink()
-    with pytest.raises(BenchmarkLayoutError, match="VIP_Fine/lists/val_videos.txt not found"):
+    with pytest.raises(BenchmarkLayoutError, match=r"VIP_Fine/lists/val_videos\.txt not found"):
         read_vip(root)
 
 
@@ -126,10 +126,10 @@ def test_read_jhmdb_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"joint_positions.mat: pos_img is 2x15x3 for 2 frames"):
         read_jhmdb(root)
     (root / "joint_positions" / "brush_hair" / "clip_a" / "joint_positions.mat").unlink()
-    with pytest.raises(BenchmarkLayoutError, match="joint_positions/brush_hair/clip_a/"
-                                                   "joint_positions.mat not found under"):
+    with pytest.raises(BenchmarkLayoutError, match=r"joint_positions/brush_hair/clip_a/"
+                                                   r"joint_positions\.mat not found under"):
         read_jhmdb(root)
-    with pytest.raises(BenchmarkLayoutError, match="split file .* not found"):
+    with pytest.raises(BenchmarkLayoutError, match=r"split file .* not found"):
         read_jhmdb(tmp_path)
 
 
@@ -137,7 +137,8 @@ def test_binary_masks_read_as_one_object(tmp_path: Path) -> None:
     mask = blob(value=255).astype(np.uint8)
     Image.fromarray(mask).save(tmp_path / "grey.png")
     Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "rgb.png")
-    for name in ("grey.png", "rgb.png"):
+    Image.fromarray(np.stack([mask, np.full_like(mask, 200)], -1)).save(tmp_path / "la.png")
+    for name in ("grey.png", "rgb.png", "la.png"):
         assert read_annotation(tmp_path / name).tolist() == blob().tolist()
 
 

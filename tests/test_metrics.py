@@ -159,7 +159,7 @@ def test_score_davis_folder_reads_results_like_the_official_tool(tmp_path: Path)
     assert summary["J&F-Mean"] == 1.0 and summary["J-Decay"] == 0.0
     assert [r["Sequence"] for r in rows] == ["two_1", "two_2", "one_1"]
     (res / "two" / "00002.png").unlink()
-    with pytest.raises(FileNotFoundError, match="00002.png: result mask not found"):
+    with pytest.raises(FileNotFoundError, match=r"00002\.png: result mask not found"):
         score_davis_folder(tmp_path / "davis", res, sequences=["two"])
 
 

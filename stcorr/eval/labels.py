@@ -131,6 +131,7 @@ def read_annotation(path: str | Path) -> np.ndarray:
     0 and 255, which is ONE object (DAVIS-2016-style binary masks would otherwise read as
     object 255, METHODS 7.7); RGB colours map to their DAVIS palette index when all of them
     are palette colours, else black is 0 and the other colours get 1, 2, ... in sorted order.
+    DAVIS void (255 in a palette PNG) stays 255: map it to 0 before making one-hot labels.
 
     Returns:
         ``(H, W)`` int64 ids.
@@ -141,21 +142,21 @@ def read_annotation(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            mode, arr = img.mode, np.asarray(img.convert("RGB") if img.mode in (
-                "RGB", "RGBA", "CMYK", "YCbCr") else img)
+            mode = img.mode
+            if mode in ("P", "PA", "1"):  # palette indices (or a bilevel mask) are the ids
+                return np.asarray(img.getchannel(0) if mode == "PA" else img).astype(np.int64)
+            if mode in ("LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                arr = np.asarray(img.getchannel(0) if mode == "LA" else img.convert("RGB"))
+            else:  # L, I;16, I, F: grey values
+                arr = np.asarray(img)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read image ({exc}); expected a PNG mask") from exc
-    if mode == "P" or mode == "1":
-        return arr.astype(np.int64)
     if arr.ndim == 3:
-        if (arr == arr[..., :1]).all():  # grey stored as RGB
-            arr = arr[..., 0]
-        else:
+        if not (arr == arr[..., :1]).all():
             return _colour_ids(arr)
-    if arr.ndim == 3:  # LA and similar: the first channel carries the ids
-        arr = arr[..., 0]
+        arr = arr[..., 0]  # grey stored as RGB
     values = np.unique(arr)
-    if values[-1] == 255 and set(values.tolist()) <= {0, 255}:
+    if values.size and values[-1] == 255 and set(values.tolist()) <= {0, 255}:
         return (arr == 255).astype(np.int64)
     return arr.astype(np.int64)
 

@@ -2,9 +2,10 @@
 
 Label propagation as in CRW (Jabri et al., NeurIPS 2020, Sec. 3.4; ``[VW] code/test.py``) and
 STT (Li & Liu, CVPR 2023, Sec. 4.1; ``[STT] vanilla_tracker.py``): for target frame t the
-context is frame 0 plus the up-to-``n_context`` preceding frames; every target cell keeps the
-top-k affinities ``<q, k> / tau`` over all context cells jointly, softmax-normalises them and
-averages the context labels with those weights; the prediction is fed back as context.
+context is frame 0 plus frames ``max(0, t - n) .. t - 1`` (STT's order, no padding, so frame 0
+is there twice while ``t <= n``); every target cell keeps the top-k affinities ``<q, k> / tau``
+over all context cells jointly, softmax-normalises them and averages the context labels with
+those weights; the soft prediction is fed back as context.
 
 Spatial restriction (radius r in feature cells, not image pixels):
 
@@ -53,15 +54,6 @@ def window_offsets(radius: float, window: Window) -> Tensor:
     dy, dx = torch.meshgrid(d, d, indexing="ij")
     keep = (dy**2 + dx**2).double() < radius**2 if window == "circle" else torch.ones_like(dy).bool()
     return torch.stack([dy[keep], dx[keep]], dim=1)  # (P, 2)
-
-
-def context_frames(t: int, n_context: int) -> list[int]:
-    """Context of target frame t: frame 0, then frames ``max(0, t - n) .. t - 1`` (STT order).
-
-    Frame 0 appears twice while ``t <= n`` (as in STT, and as CRW's front padding with copies
-    of frame 0 does); the second copy is subject to the spatial restriction.
-    """
-    return [0, *range(max(0, t - n_context), t)]
 
 
 def _check_inputs(feats: Tensor, first_labels: Tensor, n_context: int, topk: int,
@@ -189,13 +181,14 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
     first = F.normalize(feats[0], dim=0).reshape(channels, -1) if plan.first_free else None
-    ring = feats.new_empty((height, 0, width, channels))  # grows to S slots, then cycles
+    store = feats.new_empty(height * plan.slots * width * channels)  # the ring's memory
+    ring = store[:0].view(height, 0, width, channels)  # grows to S slots, then cycles
     ring_labels = out.new_empty((0, *out.shape[1:]))
     scratch = feats.new_zeros(plan.group * plan.side**2 * plan.slots * plan.tile**2)
     query, pick = _normalised(feats[0]), plan.pick(1)
     for t in range(1, n_frames):
-        if ring.shape[1] < plan.slots:  # growing: re-allocate so the slots stay one block
-            ring = torch.cat([ring, query.unsqueeze(1)], dim=1)
+        if ring.shape[1] < plan.slots:  # growing: frame t-1 takes slot t-1
+            ring = _grow(store, ring, query)
             ring_labels = torch.cat([ring_labels, out[t - 1:t]])
             pick = plan.pick(ring.shape[1])
         else:
@@ -207,6 +200,28 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         ctx = _Context(ring, labels, first, pick, duplicate)
         out[t] = _propagate_frame(query, ctx, scratch, plan, (topk, temperature))
     return out
+
+
+def _grow(store: Tensor, ring: Tensor, frame: Tensor) -> Tensor:
+    """The ring with one more slot, holding ``frame``, re-laid out inside ``store`` in place.
+
+    Rows move to higher offsets, so they are moved last row first; a row whose old and new
+    places overlap (row y < m) goes through a temporary copy.
+
+    Args:
+        store: flat buffer of ``H * S * W * C``; ring: ``(H, m, W, C)`` view of its start;
+        frame: ``(H, W, C)``.
+
+    Returns:
+        ``(H, m + 1, W, C)`` view of ``store``.
+    """
+    height, slots, width, channels = ring.shape
+    grown = store[:height * (slots + 1) * width * channels].view(height, slots + 1, width,
+                                                                 channels)
+    for y in reversed(range(height)):
+        grown[y, :slots] = ring[y].clone() if y < slots else ring[y]
+        grown[y, slots] = frame[y]
+    return grown
 
 
 def _normalised(frame: Tensor) -> Tensor:
