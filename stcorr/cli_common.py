@@ -36,7 +36,7 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as exc:
             _fail(str(exc), 2)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, LookupError) as exc:
             if os.environ.get("STCORR_DEBUG"):
                 raise
             _fail(_one_line(exc), 1)
