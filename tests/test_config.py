@@ -146,4 +146,5 @@ def test_console_script_reports_a_missing_config_file(tmp_path: Path) -> None:
 def test_status_without_pipelines_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["status", "--set", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"])
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("stcorr: error: tracking.uri: no pipeline run in")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("stcorr: error: tracking.uri: no pipeline run in")
