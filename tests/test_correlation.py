@@ -4,7 +4,6 @@ versions written here: an HW x HW masked softmax, explicit loops, closed forms."
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,14 +17,7 @@ from stcorr.objectives.correlation import (
 )
 from stcorr.objectives.reconstruction import pyramid_reconstruction, reconstruct
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small ops on a shared 2-core machine: one thread avoids OpenMP spin under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dense_window_mask(h: int, w: int, r: int) -> torch.Tensor:

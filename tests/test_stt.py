@@ -4,7 +4,6 @@ second implementations written here, and one training step per Table 1 row."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,14 +24,7 @@ from stcorr.objectives.distillation import (
 )
 from stcorr.objectives.stt import TABLE1_ROWS, SttObjective, required_taps, table1_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small ops on a shared 2-core machine: one thread avoids OpenMP spin under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def windowed_to_dense(windowed: torch.Tensor, h: int, w: int, r: int) -> torch.Tensor:
