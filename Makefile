@@ -22,7 +22,7 @@ run: $(STAMP)
 
 # The whole test suite. pytest exits 5 when it ran no test; that counts as a failure here too.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; \
+	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test (exit 5): that is a failure" >&2; exit 1; fi; \
 	exit $$rc
 
