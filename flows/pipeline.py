@@ -13,7 +13,6 @@ from typing import Any
 
 from prefect import flow
 
-from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from tasks.data import sources_task
 from tasks.finetune import finetune_task
@@ -25,8 +24,7 @@ from tasks.teacher import teacher_task
 @flow(name="stcorr-pipeline", log_prints=False)
 def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until``; return the stage outputs and the evaluation summaries."""
-    sources = sources_task(cfg)
-    init_ray(cfg.compute)  # once, before the concurrent tasks share it from their threads
+    sources = sources_task(cfg)  # Ray starts on first use: a fully cached re-run never needs it
     images = shard_task.submit(cfg, "images", sources["images"])
     videos = shard_task.submit(cfg, "videos", sources["videos"])
     outputs: dict[str, Any] = {"shards": {"images": images.result(), "videos": videos.result()}}
@@ -43,6 +41,7 @@ def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate"
     outputs["finetune"] = finetune
     if until == "finetune":
         return outputs
+    from stcorr.eval.features import objective_of
     from tasks.evaluate import evaluate_task
 
     benchmarks = {name: sources[name] for name in cfg.evaluate.benchmarks if name in sources}
@@ -51,7 +50,7 @@ def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate"
         finetune.encoder,
         teacher.encoder,
         benchmarks,
-        objective=cfg.finetune.objective,
+        objective=objective_of(cfg.finetune),
         pipeline=pipeline_id,
     )
     return outputs

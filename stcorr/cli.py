@@ -83,6 +83,7 @@ def run(
     if until not in STAGES:
         raise ConfigError(f"--until: expected one of {', '.join(STAGES)}, got {until!r}")
     cfg = _load(config, sets, profile)
+    _check_services(cfg)
     _run_flow(cfg, None, until)
 
 
@@ -99,6 +100,7 @@ def resume(
     from stcorr.lineage import latest_pipeline, pipeline_config
 
     cfg = _load(config, sets, profile)
+    _check_services(cfg)
     pid = pipeline_id or latest_pipeline(cfg)
     typer.echo(f"resuming pipeline {pid}")
     _run_flow(pipeline_config(cfg, pid), pid)
@@ -116,6 +118,7 @@ def status(
     from stcorr.lineage import latest_pipeline, render_rows, stage_rows
 
     cfg = _load(config, sets, profile)
+    _check_services(cfg)
     pid = pipeline_id or latest_pipeline(cfg)
     typer.echo(f"pipeline {pid}")
     typer.echo(render_rows(stage_rows(cfg, pid)))
@@ -164,6 +167,7 @@ def sweep(
     unknown = [r for r in chosen if r not in TABLE1_ROWS]
     if unknown:
         raise ConfigError(f"--row {unknown[0]!r}: unknown; expected one of {', '.join(TABLE1_ROWS)}")
+    _check_services(_load(config, sets, profile))
     for row in chosen:
         overrides = [f"finetune.stt.{key}={_yaml_value(value)}" for key, value in TABLE1_ROWS[row].items()]
         typer.echo(f"== Table 1 row: {row}")
@@ -176,20 +180,27 @@ def _yaml_value(value: object) -> str:
     return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
-def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evaluate") -> None:
-    """Run the flow with SIGTERM treated like Ctrl-C (runs end KILLED, not left RUNNING)."""
-    import signal
+def _check_services(cfg: PipelineConfig) -> None:
+    """Fail fast, before any stage, when Ray, Prefect, MLflow or S3 does not answer."""
+    from stcorr.preflight import check_services
 
+    check_services(cfg)
+
+
+def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evaluate") -> None:
+    """Run the flow; SIGINT/SIGTERM checkpoint a running training stage and end the runs KILLED."""
+    from stcorr import interrupt
     from stcorr.orchestration import prefect_environment
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt.install()
     prefect_environment(cfg)
     from flows.pipeline import run_pipeline
 
-    typer.echo(run_pipeline(cfg, pipeline_id, until))
+    try:
+        typer.echo(run_pipeline(cfg, pipeline_id, until))
+    except interrupt.Interrupted as stop:
+        typer.echo(f"stcorr: {stop}; runs marked KILLED. Continue with: stcorr resume", err=True)
+        raise typer.Exit(128 + stop.signum) from None
 
 
 @app.command("config")

@@ -34,6 +34,8 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except typer.Exit:  # click's Exit is a RuntimeError: let it through with its code
+            raise
         except ConfigError as exc:
             _fail(str(exc), 2)
         except (OSError, ValueError, RuntimeError, LookupError) as exc:

@@ -19,14 +19,17 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="lab | random | a .pt encoder | models:/name@alias | models:/name/3"),
 ]
 ObjectiveOpt = Annotated[
-    str, typer.Option("--objective", help="How the encoder was trained: stt (Lab input) or crw (RGB).")
+    str,
+    typer.Option("--objective", help="How the encoder was trained: stt (Lab input), stt-rgb or crw."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")]
 
 
 def _check_objective(objective: str) -> None:
-    if objective not in ("stt", "crw"):
-        raise ValueError(f"--objective: expected 'stt' or 'crw', got {objective!r}")
+    from stcorr.eval.features import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
 
 
 def _size(text: str | None) -> tuple[int, int] | None:

@@ -6,6 +6,8 @@ Ray is imported inside the functions so that ``stcorr`` itself never needs Ray t
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Any
 
 from stcorr.config_sections import ComputeConfig
@@ -37,6 +39,14 @@ def init_ray(compute: ComputeConfig, **extra: Any) -> None:
     Raises:
         ComputeError: the cluster address does not answer.
     """
+    with _INIT_LOCK:  # the image and video shard tasks may both be first
+        _init_ray(compute, **extra)
+
+
+_INIT_LOCK = threading.Lock()
+
+
+def _init_ray(compute: ComputeConfig, **extra: Any) -> None:
     import ray
 
     if ray.is_initialized():
@@ -53,6 +63,7 @@ def init_ray(compute: ComputeConfig, **extra: Any) -> None:
         kwargs["num_cpus"] = compute.num_cpus or os.cpu_count() or 1
     else:
         kwargs["address"] = compute.ray_address
+    keep = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, TimeoutError) as exc:
@@ -61,6 +72,8 @@ def init_ray(compute: ComputeConfig, **extra: Any) -> None:
             f"compute.ray_address: could not connect to Ray at {where} ({exc}); start it with "
             "`ray start --head` or set compute.ray_address to null for a local Ray"
         ) from None
+    if threading.current_thread() is threading.main_thread() and keep is not None:
+        signal.signal(signal.SIGTERM, keep)  # ray.init installs sys.exit; keep ours (stcorr.interrupt)
 
 
 def shutdown_ray() -> None:

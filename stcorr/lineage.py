@@ -161,5 +161,9 @@ def finish(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any]) -> 
     lines += ["", table, ""]
     if cfg.tracking.uri:
         uri = tracking.resolve_uri(cfg.tracking.uri)
-        lines.append(f"Open MLflow: stcorr ui   (or: mlflow ui --backend-store-uri {uri})")
+        if uri.startswith(("http://", "https://")):
+            lines.append(f"MLflow: {tracking.ui_url(cfg.tracking, parent_run_id)}")
+        else:
+            lines.append(f"Open MLflow: stcorr ui   (or: mlflow ui --backend-store-uri {uri}), then")
+            lines.append(f"  {tracking.ui_url(cfg.tracking, parent_run_id)}")
     return "\n".join(lines)

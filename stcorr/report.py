@@ -94,7 +94,7 @@ def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any
         name: getattr(outputs.get(name), "run_id", None) for name in ("pretrain", "teacher", "finetune")
     }
     run_ids["evaluate"] = outputs.get("evaluate", {}).get("run_id")
-    links = [f"- {stage}: run `{rid}`" for stage, rid in run_ids.items() if rid]
+    links = [f"- {stage}: {tracking.ui_url(cfg.tracking, rid)}" for stage, rid in run_ids.items() if rid]
     markdown = "\n".join(["# stcorr pipeline report", "", table, "", "## Stage runs", "", *links, ""])
     client = MlflowClient(tracking.resolve_uri(cfg.tracking.uri or ""))
     client.log_text(parent_run_id, markdown, "report.md")
@@ -111,6 +111,13 @@ def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any
 
 def _metric_key(name: str) -> str:
     return name.replace("&", "").replace("@", "_at_")
+
+
+def _linked(text: str) -> str:
+    """Escape ``text`` and turn its http(s) URLs into links."""
+    words = [f"<a href='{html.escape(w)}'>{html.escape(w)}</a>" if w.startswith(("http://", "https://"))
+             else html.escape(w) for w in text.split(" ")]
+    return " ".join(words)
 
 
 def _html(markdown: str) -> str:
@@ -135,7 +142,7 @@ def _html(markdown: str) -> str:
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
+            body.append(f"<li>{_linked(line[2:])}</li>")
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:

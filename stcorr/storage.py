@@ -181,6 +181,29 @@ class Storage:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """Create ``url`` with ``data`` only if nothing is there yet; False if something is.
+
+        Atomic on both backends (O_EXCL locally, ``If-None-Match: *`` on S3), so of two processes
+        racing for one lock exactly one wins.
+        """
+        if is_s3(url):
+            bucket, key = split_s3(url)
+            client = self._client_for(url)
+            try:
+                self._guard(url, "create", lambda: _put_if_absent(client, bucket, key, data))
+            except _AlreadyExists:
+                return False
+            return True
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
     def delete(self, url: str) -> None:
         """Delete ``url``; deleting something that is not there is not an error."""
         if is_s3(url):
@@ -259,6 +282,22 @@ class Storage:
                 f"attempts; check storage.s3_endpoint_url")
         first = str(err).splitlines()[0] if str(err) else name
         return StorageError(f"{url}: cannot {what} via S3 endpoint {endpoint} ({name}: {first})")
+
+
+class _AlreadyExists(Exception):
+    """``If-None-Match: *`` failed: the object exists (not an error for a lock)."""
+
+
+def _put_if_absent(client: Any, bucket: str, key: str, data: bytes) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise _AlreadyExists from None
+        raise
 
 
 def storage_from_config(cfg: StorageConfig) -> Storage:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,16 +57,45 @@ def setup(cfg: TrackingConfig) -> str:
     uri = resolve_uri(cfg.uri)
     mlflow.set_tracking_uri(uri)
     try:
-        experiment = mlflow.get_experiment_by_name(cfg.experiment)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        return str(
-            mlflow.create_experiment(cfg.experiment, artifact_location=artifact_root(cfg.artifact_location))
-        )
+        with _sqlite_lock(uri):  # two pipelines creating one SQLite store race in its migrations
+            experiment = mlflow.get_experiment_by_name(cfg.experiment)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            location = artifact_root(cfg.artifact_location)
+            return str(mlflow.create_experiment(cfg.experiment, artifact_location=location))
     except Exception as exc:  # MLflow raises many types for a dead server; report one line
         raise TrackingError(
             f"tracking.uri: cannot use MLflow store {uri} ({type(exc).__name__}: {exc})"
         ) from None
+
+
+UI_PORT = 5000  # where `stcorr ui` serves a local store
+
+
+def ui_url(cfg: TrackingConfig, run_id: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI page of a run: on the tracking server, or on `stcorr ui` for a local store."""
+    base = cfg.uri if cfg.uri and cfg.uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    if experiment_id is None:
+        from mlflow import MlflowClient
+
+        experiment_id = MlflowClient(resolve_uri(cfg.uri or "")).get_run(run_id).info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock next to a SQLite store (other stores need none)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def git_revision() -> str:
@@ -107,6 +137,7 @@ class StageRun:
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.seconds_before = 0.0  # stage work done before the run opened (added to stage_seconds)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for key, value in metrics.items():
@@ -157,13 +188,36 @@ def find_finished(cfg: PipelineConfig, stage: str, fingerprint: str) -> Any | No
     return runs[0] if runs else None
 
 
+def close_orphans(cfg: PipelineConfig, stage: str, fingerprint: str) -> list[str]:
+    """End as KILLED the RUNNING runs of ``stage`` with this fingerprint; return their ids.
+
+    Call only while holding the stage's lease (``stcorr.locks``): then no live process owns
+    them, their process was killed (SIGKILL, a lost machine) before it could end them.
+    """
+    from mlflow import MlflowClient
+
+    experiment_id = setup(cfg.tracking)
+    client = MlflowClient()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_FINGERPRINT}` = '{fingerprint}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, "mlflow.note.content", "Its process died; ended by the next run.")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]
+
+
 def record_skip(cfg: PipelineConfig, stage: str, fingerprint: str, reused: Any) -> str:
     """Log that ``stage`` was skipped in this pipeline and which run's outputs it reused."""
     from mlflow import MlflowClient
 
     experiment_id = setup(cfg.tracking)
     client = MlflowClient()
-    link = f"#/experiments/{reused.info.experiment_id}/runs/{reused.info.run_id}"
+    link = ui_url(cfg.tracking, reused.info.run_id, reused.info.experiment_id)
     tags = {
         TAG_STAGE: stage,
         TAG_PIPELINE: _PIPELINE.get("id", ""),
@@ -188,6 +242,7 @@ def stage_run(
     The run ends FINISHED when the block completes, FAILED when it raises, KILLED on Ctrl-C.
     """
     from mlflow import MlflowClient
+    from mlflow.entities import Param
 
     experiment_id = setup(cfg.tracking)
     client = MlflowClient()
@@ -202,9 +257,11 @@ def stage_run(
     run = client.create_run(experiment_id, run_name=run_name or stage, tags=tags)
     handle = StageRun(client, run.info.run_id)
     status = "FAILED"
+    started = time.perf_counter()
     try:
-        for key, value in flat_params(cfg).items():
-            client.log_param(handle.run_id, key, value[:6000])
+        params = [Param(key, value[:6000]) for key, value in flat_params(cfg).items()]
+        for first in range(0, len(params), 100):  # one request per 100 params (MLflow's batch limit)
+            client.log_batch(handle.run_id, params=params[first : first + 100])
         handle.log_json(cfg.model_dump(mode="json"), "config/resolved_config.json")
         yield handle
         status = "FINISHED"
@@ -212,4 +269,7 @@ def stage_run(
         status = "KILLED"
         raise
     finally:
+        # The stage's own wall time, body only (benchmarks/orchestration.py subtracts it).
+        seconds = time.perf_counter() - started + handle.seconds_before
+        client.log_metric(handle.run_id, "stage_seconds", seconds)
         client.set_terminated(handle.run_id, status=status)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 from prefect import task
@@ -37,18 +39,25 @@ def resolve_sources(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def _synthetic_roots(cfg: PipelineConfig) -> dict[str, Path]:
+    """Generate into ``<synthetic_root>/<fingerprint>`` once; concurrent pipelines never clash
+    (each generates into a private folder and renames it into place; the first rename wins)."""
     from stcorr import __version__
     from stcorr.data.synthetic import generate
 
-    out = Path(cfg.data.synthetic_root)
-    stamp = out / f".synth-{fingerprint(cfg.data.synth, __version__)[:16]}.json"
-    if stamp.is_file():
+    out = Path(cfg.data.synthetic_root) / fingerprint(cfg.data.synth, __version__)[:12]
+    stamp = out / "roots.json"
+    if not stamp.is_file():
+        print(f"generating synthetic data in {out} (seed {cfg.data.synth.seed}) ...", flush=True)
+        tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+        roots = generate(tmp, cfg.data.synth)
+        (tmp / "roots.json").write_text(json.dumps({k: str(p.relative_to(tmp)) for k, p in roots.items()}))
+        try:
+            tmp.rename(out)
+        except OSError:  # another pipeline finished first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
         print(f"synthetic data up to date in {out} (seed {cfg.data.synth.seed})")
-        return {name: Path(p) for name, p in json.loads(stamp.read_text()).items()}
-    print(f"generating synthetic data in {out} (seed {cfg.data.synth.seed}) ...")
-    roots = generate(out, cfg.data.synth)
-    stamp.write_text(json.dumps({name: str(p) for name, p in roots.items()}))
-    return roots
+    return {name: out / rel for name, rel in json.loads(stamp.read_text()).items()}
 
 
 sources_task = task(name="sources", cache_policy=NO_CACHE)(resolve_sources)

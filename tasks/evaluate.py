@@ -107,7 +107,7 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
         ValueError: no configured benchmark has a root; BenchmarkLayoutError: a bad layout;
         ModelRefError: an encoder reference that does not resolve.
     """
-    from tasks.training import maybe_stage_run, stage_fingerprint
+    from tasks.training import claim, stage_fingerprint
 
     roots = {b: benchmarks[b] for b in cfg.evaluate.benchmarks if benchmarks.get(b)}
     if not roots:
@@ -116,9 +116,14 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
     data = [_data_identity(b, root, cfg.evaluate.max_sequences) for b, root in roots.items()]
     models, skipped = _models(cfg, candidate_encoder, teacher_encoder, objective)
     fp = stage_fingerprint("evaluate", cfg.evaluate, objective, *map(_identity, models), *data)
-    reused = _reuse(cfg, fp)
-    if reused is not None:
-        return reused
+    with claim(cfg, "evaluate", fp, lambda: _reuse(cfg, fp)) as done:
+        return done or _evaluate(cfg, fp, models, roots, skipped, pipeline)
+
+
+def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapping[BenchmarkName, str],
+              skipped: list[str], pipeline: str) -> dict[str, Any]:
+    from tasks.training import maybe_stage_run
+
     out_dir = _out_dir(cfg, fp)
     init_ray(cfg.compute)  # once, before the benchmark threads share it
     with maybe_stage_run(cfg, "evaluate", fp, pipeline) as run:

@@ -12,9 +12,9 @@ from stcorr.train.stages import StageInputs
 from stcorr.train.teacher import state_sha256
 from tasks.training import (
     StageOutput,
+    claim,
     maybe_stage_run,
     register,
-    reuse,
     save_output,
     shard_urls,
     stage_fingerprint,
@@ -50,9 +50,12 @@ def run_finetune(
     init_path = init.encoder if init is not None and cfg.finetune.init == "pretrain" else None
     upstream = [source_fp, init.fingerprint if init_path and init else "scratch", teacher_sha]
     fp = stage_fingerprint("finetune", cfg.finetune, *upstream, str(cfg.compute.workers))
-    if (done := reuse(cfg, "finetune", fp)) is not None:
-        return done
     inputs = StageInputs(shards=shards, init_weights=init_path, teacher_weights=teacher_path)
+    with claim(cfg, "finetune", fp) as done:
+        return done or _train(cfg, fp, inputs, teacher_sha, pipeline)
+
+
+def _train(cfg: PipelineConfig, fp: str, inputs: StageInputs, teacher_sha: str, pipeline: str) -> StageOutput:
     with maybe_stage_run(cfg, "finetune", fp, pipeline) as run:
         result = fit_stage(cfg, "finetune", inputs, run_name=f"finetune-{fp[:16]}", run_id=run.run_id)
         after = result.extras.get("teacher_sha256.txt")

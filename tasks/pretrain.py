@@ -10,9 +10,9 @@ from stcorr.train.launch import fit_stage
 from stcorr.train.stages import StageInputs
 from tasks.training import (
     StageOutput,
+    claim,
     maybe_stage_run,
     register,
-    reuse,
     save_output,
     shard_urls,
     stage_fingerprint,
@@ -23,8 +23,11 @@ def run_pretrain(cfg: PipelineConfig, image_manifest: str, *, pipeline: str = ""
     """Train (or resume) the spatial encoder and register it in MLflow."""
     shards, source_fp = shard_urls(cfg, image_manifest)
     fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(cfg.compute.workers))
-    if (done := reuse(cfg, "pretrain", fp)) is not None:
-        return done
+    with claim(cfg, "pretrain", fp) as done:
+        return done or _train(cfg, fp, shards, pipeline)
+
+
+def _train(cfg: PipelineConfig, fp: str, shards: list[str], pipeline: str) -> StageOutput:
     with maybe_stage_run(cfg, "pretrain", fp, pipeline) as run:
         result = fit_stage(
             cfg, "pretrain", StageInputs(shards=shards), run_name=f"pretrain-{fp[:16]}", run_id=run.run_id

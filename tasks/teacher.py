@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stcorr.config import PipelineConfig
 from stcorr.train.teacher import make_teacher
-from tasks.training import StageOutput, maybe_stage_run, register, reuse, save_output, stage_fingerprint
+from tasks.training import StageOutput, claim, maybe_stage_run, register, save_output, stage_fingerprint
 
 TEACHER_FILE = "teacher.pt"
 
@@ -17,8 +17,11 @@ TEACHER_FILE = "teacher.pt"
 def run_teacher(cfg: PipelineConfig, pretrain: StageOutput, *, pipeline: str = "") -> StageOutput:
     """Freeze ``pretrain.encoder`` into the teacher and register it with alias ``teacher``."""
     fp = stage_fingerprint("teacher", cfg.pretrain.arch, pretrain.fingerprint)
-    if (done := reuse(cfg, "teacher", fp)) is not None:
-        return done
+    with claim(cfg, "teacher", fp) as done:
+        return done or _freeze(cfg, fp, pretrain, pipeline)
+
+
+def _freeze(cfg: PipelineConfig, fp: str, pretrain: StageOutput, pipeline: str) -> StageOutput:
     out_file = Path(pretrain.encoder).parent.parent / f"teacher-{fp[:16]}" / TEACHER_FILE
     with maybe_stage_run(cfg, "teacher", fp, pipeline) as run:
         sha = make_teacher(Path(pretrain.encoder), out_file, cfg.pretrain.arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,34 @@ def reuse(cfg: PipelineConfig, stage: str, fp: str) -> StageOutput | None:
     tracking.record_skip(cfg, stage, fp, run)
     print(f"{stage}: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}", flush=True)
     return out
+
+
+@contextlib.contextmanager
+def claim(cfg: PipelineConfig, stage: str, fp: str, find: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """The reusable output of a finished run, or None while this process holds the stage's lease.
+
+    A pipeline running the same stage (same fingerprint) at the same time holds the lease: wait
+    for it, then reuse its run. Runs of this stage left RUNNING by a killed process end KILLED.
+    ``find`` looks for the reusable output (default: :func:`reuse`).
+    """
+    look = find or (lambda: reuse(cfg, stage, fp))
+    if (done := look()) is not None:
+        yield done
+        return
+    from stcorr.locks import lease
+
+    def waiting(holder: dict[str, Any]) -> None:
+        print(f"{stage}: the same stage is running in process {holder.get('pid')} on "
+              f"{holder.get('host')}; waiting for it to finish", flush=True)
+
+    storage = storage_from_config(cfg.storage)
+    with lease(storage, f"{cfg.storage.root.rstrip('/')}/locks/{stage}-{fp[:16]}.json", on_wait=waiting):
+        done = look()  # the other pipeline may have finished it meanwhile
+        if done is None and cfg.tracking.uri is not None:
+            from stcorr import tracking
+
+            tracking.close_orphans(cfg, stage, fp)
+        yield done
 
 
 def _load_output(run: Any) -> StageOutput:

@@ -40,8 +40,8 @@ def test_run_shards_logs_to_mlflow_and_then_says_up_to_date(tmp_path: Path) -> N
     first = _stcorr("run", "--until", "shard", *_sets(*TINY), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "shards written" in first.stdout
-    images = json.loads((tmp_path / "work/shards/images/manifest.json").read_text())
-    videos = json.loads((tmp_path / "work/shards/videos/manifest.json").read_text())
+    images = json.loads(next(tmp_path.glob("work/shards/images-*/manifest.json")).read_text())
+    videos = json.loads(next(tmp_path.glob("work/shards/videos-*/manifest.json")).read_text())
     assert images["total_samples"] == 24 and len(images["shards"]) == 3
     assert videos["total_samples"] == 4 and videos["bad_inputs"] == []
 

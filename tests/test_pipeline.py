@@ -6,8 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,10 +42,11 @@ TINY = [
 ]
 
 
-def _command(*args: str) -> list[str]:
+def _command(command: str, *args: str) -> list[str]:
+    """``stcorr <command> <TINY sets> <args>``: a test's own --set items win over TINY's."""
     exe = Path(sys.executable).with_name("stcorr")
     sets = [arg for item in TINY for arg in ("--set", item)]
-    return [str(exe), *args, *sets]
+    return [str(exe), command, *sets, *args]
 
 
 def _stcorr(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,52 +70,102 @@ def _finished(runs: list, stage: str) -> list:
     ]
 
 
-def test_pipeline_end_to_end_then_cached_then_evaluate_only(tmp_path: Path) -> None:
-    first = _stcorr(tmp_path, "run")
-    assert first.returncode == 0, first.stderr[-4000:]
+def _popen(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+
+
+def _parent(runs: list, pipeline: str | None = None) -> Any:
+    return next(
+        r for r in runs
+        if r.data.tags.get("stcorr.stage") == "pipeline"
+        and pipeline in (None, r.data.tags.get("stcorr.pipeline"))
+    )
+
+
+def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) -> None:
+    """Two pipelines started together on one store share pretrain (one waits, then reuses it)
+    and keep their own finetune, evaluation and report; then a cached re-run and an evaluate-only
+    change."""
+    first, other = _popen(tmp_path, "run"), _popen(tmp_path, "run", "--set", "finetune.lr=0.001")
+    outputs = [proc.communicate(timeout=900)[0] for proc in (first, other)]
+    assert first.returncode == 0 and other.returncode == 0, "\n".join(o[-3000:] for o in outputs)
     runs = _runs(tmp_path)
-    for stage in ("pretrain", "teacher", "finetune", "evaluate"):
-        assert len(_finished(runs, stage)) == 1, stage
-    parent = next(r for r in runs if r.data.tags.get("stcorr.stage") == "pipeline")
-    assert parent.info.status == "FINISHED"
-    root = Path(parent.info.artifact_uri.removeprefix("file://"))
-    report = (root / "report.md").read_text()
-    for bench in ("davis", "vip", "jhmdb"):
-        assert f"**{bench}**" in report
-    assert (root / "report.html").is_file() and (root / "loss_curves.png").is_file()
-    assert "davis" in first.stdout and "lab" in first.stdout
+    for stage in ("pretrain", "teacher"):
+        assert len(_finished(runs, stage)) == 1, stage  # ran once, reused by the other pipeline
+    for stage in ("finetune", "evaluate"):
+        assert len(_finished(runs, stage)) == 2, stage  # one per fine-tuning setting
+    tags = [r.data.tags for r in runs]
+    pipelines = {t["stcorr.pipeline"] for t in tags if t.get("stcorr.stage") == "pipeline"}
+    assert len(pipelines) == 2
+    reports = []
+    for pipeline in pipelines:
+        parent = _parent(runs, pipeline)
+        assert parent.info.status == "FINISHED"
+        root = Path(parent.info.artifact_uri.removeprefix("file://"))
+        reports.append((root / "report.md").read_text())
+        for bench in ("davis", "vip", "jhmdb"):
+            assert f"**{bench}**" in reports[-1]
+        assert (root / "report.html").is_file() and (root / "loss_curves.png").is_file()
+        assert "http://127.0.0.1:5000/#/experiments/" in reports[-1]  # links open the MLflow UI
+    finetunes = {r.info.run_id for r in _finished(runs, "finetune")}
+    assert all(sum(rid in report for rid in finetunes) == 1 for report in reports)  # its own run
+    assert "davis" in outputs[0] and "lab" in outputs[0]
 
     second = _stcorr(tmp_path, "run")
     assert second.returncode == 0, second.stderr[-4000:]
     for stage in ("pretrain", "teacher", "finetune", "evaluate"):
         assert f"{stage}: up to date" in second.stdout, stage
     runs = _runs(tmp_path)
-    for stage in ("pretrain", "teacher", "finetune", "evaluate"):
+    for stage in ("pretrain", "teacher"):
         assert len(_finished(runs, stage)) == 1, stage  # nothing ran twice
+    assert len(_finished(runs, "finetune")) == 2
 
     third = _stcorr(tmp_path, "run", "--set", "evaluate.topk=5")
     assert third.returncode == 0, third.stderr[-4000:]
     runs = _runs(tmp_path)
-    for stage in ("pretrain", "teacher", "finetune"):
+    for stage in ("pretrain", "teacher"):
         assert len(_finished(runs, stage)) == 1, stage
-    assert len(_finished(runs, "evaluate")) == 2  # only evaluation ran again
+    assert len(_finished(runs, "finetune")) == 2
+    assert len(_finished(runs, "evaluate")) == 3  # only evaluation ran again
 
 
-def test_sigkill_during_finetune_then_resume(tmp_path: Path) -> None:
-    slow = ["--set", "finetune.steps=12"]
-    proc = subprocess.Popen(
-        _command("run", *slow), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 600
-    snapshot = tmp_path / "work" / "ray"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(snapshot.glob("finetune-*/checkpoint_manager_snapshot.json")):
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+def _wait_for_step(proc: subprocess.Popen[str], after: str) -> list[str]:
+    """Read the output until a progress line follows the line containing ``after``."""
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if any(after in s for s in seen[:-1]) and "  step " in line:
+            return seen
+    raise AssertionError("the run ended before training started:\n" + "".join(seen[-40:]))
+
+
+def test_sigterm_then_sigkill_during_finetune_then_resume(tmp_path: Path) -> None:
+    """SIGTERM: finetune checkpoints where it is and every run ends KILLED; a resume that is then
+    SIGKILLed leaves its run RUNNING; the next resume ends that run KILLED, continues from the
+    SIGTERM checkpoint and finishes with one FINISHED run per stage."""
+    from mlflow import MlflowClient
+
+    slow = ["--set", "finetune.steps=12", "--set", "finetune.checkpoint_every=50"]  # no periodic ckpt
+    proc = _popen(tmp_path, "run", *slow)
+    _wait_for_step(proc, "finetune: starting")
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "finetune: stop requested; checkpoint saved at step" in out and "KILLED" in out
+    runs = _runs(tmp_path)
+    assert [r.info.status for r in runs if r.data.tags.get("stcorr.stage") == "finetune"] == ["KILLED"]
+    assert _parent(runs).info.status == "KILLED"
+
+    proc = _popen(tmp_path, "resume", *slow)
+    _wait_for_step(proc, "finetune: resuming at step")
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
     proc.wait(timeout=60)
+    states = [r.info.status for r in _runs(tmp_path) if r.data.tags.get("stcorr.stage") == "finetune"]
+    assert sorted(states) == ["KILLED", "RUNNING"]  # the SIGKILLed process could not end its run
 
     resumed = _stcorr(tmp_path, "resume", *slow)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -124,11 +175,10 @@ def test_sigkill_during_finetune_then_resume(tmp_path: Path) -> None:
     for stage in ("pretrain", "teacher", "finetune", "evaluate"):
         assert len(_finished(runs, stage)) == 1, stage
     finetune = _finished(runs, "finetune")[0]
-    from mlflow import MlflowClient
-
     history = MlflowClient().get_metric_history(finetune.info.run_id, "resumed_from_step")
-    # Resumed at a checkpoint (every 2 steps in TINY), not from step 0.
-    assert history and history[-1].value > 0 and history[-1].value % 2 == 0
+    assert history and 0 < history[-1].value < 12  # the SIGTERM checkpoint, not step 0
+    states = [r.info.status for r in runs if r.data.tags.get("stcorr.stage") == "finetune"]
+    assert sorted(states) == ["FINISHED", "KILLED", "KILLED"]  # nothing left RUNNING
     status = _stcorr(tmp_path, "status")
     assert status.returncode == 0, status.stderr
     assert "finetune" in status.stdout and "FINISHED" in status.stdout

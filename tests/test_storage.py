@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -166,3 +168,21 @@ def test_wrong_and_missing_credentials_are_one_line(monkeypatch: pytest.MonkeyPa
             "AWS_SECRET_ACCESS_KEY or configure ~/.aws/credentials")
     finally:
         _stop(server)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_create_exclusive_lets_exactly_one_writer_win(where: str, tmp_path: Path, request: Any) -> None:
+    """Eight threads race to create one object (the stage lease): exactly one succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if where == "s3":
+        store = storage_from_config(StorageConfig(s3_endpoint_url=request.getfixturevalue("s3")))
+        url = f"s3://bucket/locks/{uuid.uuid4().hex}.json"
+    else:
+        store, url = Storage(), str(tmp_path / "locks" / "x.json")
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(lambda i: store.create_exclusive(url, str(i).encode()), range(8)))
+    assert wins.count(True) == 1
+    assert store.read_bytes(url) == str(wins.index(True)).encode()  # the winner's content stays
+    store.delete(url)
+    assert store.create_exclusive(url, b"again")  # free again once deleted

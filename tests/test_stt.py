@@ -177,3 +177,35 @@ def test_inconsistent_configs_raise() -> None:
         SttObjective(bad, student)
     with pytest.raises(ValueError, match="unknown"):
         table1_config("no such row")
+
+
+def test_lab_to_rgb_inverts_rgb_to_lab_and_matches_skimage() -> None:
+    from skimage.color import lab2rgb
+
+    from stcorr.data.lab import lab_to_rgb
+
+    torch.manual_seed(6)
+    rgb = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    rgb[0, :, 0, 0] = 0.002  # very dark: the linear branches of both directions
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-6)
+    lab = rgb_to_lab(rgb)
+    lab[:, 2] = 0.0  # a dropped b channel, as the student sees it
+    expected = torch.from_numpy(lab2rgb(lab[1].permute(1, 2, 0).numpy())).permute(2, 0, 1)
+    assert torch.allclose(lab_to_rgb(lab)[1], expected, atol=1e-5)
+
+
+def test_rgb_student_sees_the_dropped_clip_converted_to_rgb() -> None:
+    """student_input='rgb' == a Lab student fed by hand with the RGB of the dropped clip."""
+    from stcorr.data.lab import denormalize_lab, lab_to_rgb, normalize_rgb
+
+    torch.manual_seed(7)
+    config = table1_config("pyramid").model_copy(update={"student_input": "rgb"})
+    student = build_backbone("stt_student", out=required_taps(config)).eval()
+    dropped, clean, rgb = clip_batch()
+    dropped = dropped / 1.5  # a valid normalised Lab clip (b dropped to neutral)
+    as_rgb = normalize_rgb(lab_to_rgb(denormalize_lab(dropped)))
+    by_hand = SttObjective(config.model_copy(update={"student_input": "lab"}), student)(as_rgb, clean, rgb, 2)
+    out = SttObjective(config, student)(dropped, clean, rgb, 2)
+    assert torch.allclose(out["loss"], by_hand["loss"])
+    assert not torch.allclose(out["loss"], SttObjective(config.model_copy(
+        update={"student_input": "lab"}), student)(dropped, clean, rgb, 2)["loss"])

@@ -46,11 +46,40 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([lightness, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)
 
 
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Convert Lab back to RGB in [0, 1]: the exact inverse of :func:`rgb_to_lab` (then clamped).
+
+    Args:
+        lab: ``(..., 3, H, W)`` Lab tensor (L in [0, 100]).
+
+    Returns:
+        ``(..., 3, H, W)`` RGB in [0, 1]; out-of-gamut colours are clipped.
+    """
+    lightness, a, b = lab.unbind(-3)
+    fy = (lightness + 16.0) / 116.0
+    fx, fz = fy + a / 500.0, fy - b / 200.0
+    eps_f = 0.008856 ** (1.0 / 3.0)
+    x, z = (torch.where(f > eps_f, f**3, (f - 16.0 / 116.0) / 7.787) for f in (fx, fz))
+    # Y comes from L directly: the forward direction used 903.3 * Y below L = 8 (Y = 0.008856).
+    y = torch.where(lightness > 8.0, fy**3, lightness / 903.3)
+    xyz = torch.stack([x, y, z], dim=-3) * _WHITE_D65.to(lab).view(3, 1, 1)
+    linear = torch.einsum("ij,...jhw->...ihw", torch.linalg.inv(_RGB_TO_XYZ).to(lab), xyz).clamp(0.0, 1.0)
+    gamma = 1.055 * linear.clamp_min(1e-12) ** (1.0 / 2.4) - 0.055
+    return torch.where(linear > 0.0031308, gamma, 12.92 * linear)
+
+
 def normalize_lab(lab: torch.Tensor) -> torch.Tensor:
     """Lab -> the STT network input: (Lab - (50, 0, 0)) / (50, 127, 127); ``(..., 3, H, W)``."""
     mean = torch.tensor(LAB_MEAN).to(lab).view(3, 1, 1)
     std = torch.tensor(LAB_STD).to(lab).view(3, 1, 1)
     return (lab - mean) / std
+
+
+def denormalize_lab(lab: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`normalize_lab`; ``(..., 3, H, W)``."""
+    mean = torch.tensor(LAB_MEAN).to(lab).view(3, 1, 1)
+    std = torch.tensor(LAB_STD).to(lab).view(3, 1, 1)
+    return lab * std + mean
 
 
 def normalize_rgb(rgb: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_sections import TrackingConfig
+from stcorr.config_sections import FinetuneConfig, TrackingConfig
 from stcorr.data.lab import normalize_lab, normalize_rgb, rgb_to_lab
 
 Kind = Literal["encoder", "lab", "random"]
@@ -59,6 +59,16 @@ class ModelSpec:
     weights: str | None = None
 
 
+OBJECTIVES = ("stt", "stt-rgb", "crw")
+
+
+def objective_of(finetune: FinetuneConfig) -> str:
+    """How ``finetune`` trains the candidate, as :func:`load_model` needs it: input and preset."""
+    if finetune.objective == "stt" and finetune.stt.student_input == "rgb":
+        return "stt-rgb"
+    return finetune.objective
+
+
 def load_model(ref: str, *, objective: str = "stt", stride: int = 8,
                tracking: TrackingConfig | None = None, name: str | None = None,
                teacher: bool = False) -> ModelSpec:
@@ -66,7 +76,8 @@ def load_model(ref: str, *, objective: str = "stt", stride: int = 8,
 
     Args:
         ref: "lab", "random", a checkpoint file, ``models:/name@alias`` or ``models:/name/3``.
-        objective: how the encoder was trained: "stt" (Lab, eval preset) or "crw" (RGB, crw).
+        objective: how the encoder was trained: "stt" (Lab, eval preset), "stt-rgb" (STT with
+            ``finetune.stt.student_input: rgb``: RGB, eval preset) or "crw" (RGB, crw preset).
         stride: 8 or 4; the ``crw`` preset is stride 8 only.
         tracking: the MLflow store holding the registry (for ``models:/`` references).
         name: label for tables; defaults to "lab", "random", "teacher" or "candidate".
@@ -76,8 +87,8 @@ def load_model(ref: str, *, objective: str = "stt", stride: int = 8,
         ModelRefError: the file or registry entry does not exist.
         ValueError: the weights do not fit a ResNet-18/50, or a bad objective/stride.
     """
-    if objective not in ("stt", "crw"):
-        raise ValueError(f"objective: expected 'stt' or 'crw', got {objective!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if stride not in (8, 4):
         raise ValueError(f"evaluate.stride: expected 8 or 4, got {stride}")
     crw = objective == "crw" and not teacher
@@ -92,7 +103,7 @@ def load_model(ref: str, *, objective: str = "stt", stride: int = 8,
     path = resolve_encoder(ref, tracking)
     state = read_state(path.read_bytes(), str(path))
     spec = replace(spec, name=name or ("teacher" if teacher else "candidate"), kind="encoder",
-                   input="rgb" if crw or teacher else "lab", arch=_arch_of(state),
+                   input="rgb" if crw or teacher or objective == "stt-rgb" else "lab", arch=_arch_of(state),
                    weights=str(path))
     build_network(spec, state)  # fail here, on the driver, not in every Ray task
     return spec

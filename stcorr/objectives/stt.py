@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from stcorr.config_sections import SttConfig
-from stcorr.data.lab import normalize_rgb
+from stcorr.data.lab import denormalize_lab, lab_to_rgb, normalize_rgb
 from stcorr.objectives.correlation import LocalCorrelation, local_correlation
 from stcorr.objectives.distillation import (
     entropy_selection,
@@ -60,7 +60,7 @@ TABLE1_ROWS: dict[str, dict[str, Any]] = {
         "levels": ("res4",), "radii": (6,), "reconstruction": True,
         "local_distill": False, "global_distill": True,
     },
-    # The full objective of Eq. 10 (paper reading: L1, Shannon selection, rows summing to 1).
+    # The full objective of Eq. 10 (paper reading: Shannon selection, rows summing to 1).
     "pyramid+lc+gc": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": True, "selection": "shannon", "global_distill": True,
@@ -68,8 +68,9 @@ TABLE1_ROWS: dict[str, dict[str, Any]] = {
     # The full objective with every reference-code quirk (METHODS.md 2.11), for parity runs.
     "reference_code": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
-        "rec_loss": "smooth_l1", "rec_weight": 20.0, "local_distill": True,
+        "rec_loss": "smooth_l1", "rec_weight": 20.0, "local_distill": True, "alpha": 1000.0,
         "selection": "reference_code", "pseudo_label_norm": "mean", "global_distill": True,
+        "student_input": "lab",
     },
 }
 
@@ -125,8 +126,8 @@ class SttObjective(nn.Module):
 
     Args:
         config: the ``finetune.stt`` section.
-        student: backbone (Lab input) returning ``{"res3", "res4", "res5"}`` as needed
-            (``required_taps``); its parameters are the ones trained.
+        student: backbone (Lab input, or RGB: ``student_input``) returning ``{"res3", "res4",
+            "res5"}`` as needed (``required_taps``); its parameters are the ones trained.
         teacher: frozen stage-1 backbone (RGB input) returning ``{"res5"}``; needed only for
             the global term. Put in eval mode with ``requires_grad`` off here, and kept in
             eval mode by ``train()``.
@@ -160,7 +161,7 @@ class SttObjective(nn.Module):
 
         Args:
             lab_dropped: ``(B, T, 3, S, S)`` normalised Lab with the a/b channel dropped
-                (``drop_ab_channel``): the student's input.
+                (``drop_ab_channel``): the student's input (as RGB if ``student_input`` is "rgb").
             lab_clean: ``(B, T, 3, S, S)`` normalised Lab before dropout: the targets.
             rgb: ``(B, T, 3, S, S)`` RGB in [0, 1] (the reader's ``rgb``); ImageNet-normalised
                 here for the teacher.
@@ -178,6 +179,8 @@ class SttObjective(nn.Module):
         _check_clips(lab_dropped, lab_clean, rgb)
         b = lab_dropped.shape[0]
         frames = torch.cat([lab_dropped[:, 0], lab_dropped[:, -1]])  # (2B, 3, S, S): ref, target
+        if self.config.student_input == "rgb":  # same dropped chroma, in the stage-1 input domain
+            frames = normalize_rgb(lab_to_rgb(denormalize_lab(frames)))
         feats = _taps(self.student(frames), required_taps(self.config), "student")
         ref = {k: v[:b] for k, v in feats.items()}
         tgt = {k: v[b:] for k, v in feats.items()}

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
+from stcorr import interrupt
 from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from stcorr.storage import is_s3, split_s3, storage_from_config
 from stcorr.tracking import resolve_uri
 from stcorr.train.stages import StageInputs
-from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, train_worker
+from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, STOP_FILE, train_worker
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,8 +60,9 @@ def ray_storage(cfg: PipelineConfig) -> tuple[str, Any]:
     return f"{bucket}/{key}/ray".replace("//", "/"), pyarrow.fs.S3FileSystem(**kwargs)
 
 
-def marker_url(cfg: PipelineConfig, run_name: str) -> str:
-    return f"{cfg.storage.root.rstrip('/')}/ray-markers/{run_name}/{FAILURE_FILE}"
+def marker_url(cfg: PipelineConfig, run_name: str, name: str = FAILURE_FILE) -> str:
+    """Where the driver and the workers of ``run_name`` leave each other a note."""
+    return f"{cfg.storage.root.rstrip('/')}/ray-markers/{run_name}/{name}"
 
 
 def fit_stage(
@@ -76,9 +79,10 @@ def fit_stage(
 
     init_ray(cfg.compute)
     storage = storage_from_config(cfg.storage)
-    marker = marker_url(cfg, run_name)
-    if storage.exists(marker):
-        storage.delete(marker)
+    marker, stop = marker_url(cfg, run_name), marker_url(cfg, run_name, STOP_FILE)
+    for stale in (marker, stop):
+        if storage.exists(stale):
+            storage.delete(stale)
     storage_path, filesystem = ray_storage(cfg)
     gpu = cfg.compute.gpus_per_worker > 0
     loop_config = {
@@ -88,6 +92,7 @@ def fit_stage(
         "tracking_uri": resolve_uri(cfg.tracking.uri) if cfg.tracking.uri else None,
         "run_id": run_id,
         "marker_url": marker,
+        "stop_url": stop,
     }
     resources = {"CPU": cfg.compute.cpus_per_worker, **({"GPU": cfg.compute.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
@@ -105,7 +110,15 @@ def fit_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = _fit(trainer, stage)
+    with interrupt.stoppable(stage, lambda: storage.write_bytes(stop, b"{}")):
+        result = _fit(trainer, stage)
+    signum = interrupt.requested()
+    if signum is not None:
+        where = result.checkpoint.path if result.checkpoint is not None else "none"
+        raise interrupt.Interrupted(
+            f"{stage}: stopped by signal; checkpoint saved at {where}; `stcorr resume` continues from it",
+            signum,
+        )
     if storage.exists(marker):
         step = json.loads(storage.read_bytes(marker))["step"]
         last = result.checkpoint.path if result.checkpoint is not None else "none (no checkpoint yet)"
@@ -116,16 +129,38 @@ def fit_stage(
 
 
 def _fit(trainer: Any, stage: str) -> Any:
+    """``trainer.fit()`` in a helper thread: in the main thread it would replace our SIGINT
+    handler by one that aborts the workers without a checkpoint (ray.train v2 trainer)."""
     from ray.train import TrainingFailedError
 
     try:
-        return trainer.fit()
+        return _in_daemon_thread(trainer.fit, f"fit-{stage}")
     except TrainingFailedError as exc:
         cause = exc.__cause__ or exc
         first = str(cause).strip().splitlines()
         raise TrainingError(
             f"{stage}: training failed after retries: {first[-1] if first else cause!r}"
         ) from exc
+
+
+def _in_daemon_thread(func: Any, name: str) -> Any:
+    """``func()`` in a daemon thread, waited for in short slices so signals are handled at once
+    (and a second Ctrl-C does not wait for it, as a thread pool's shutdown would)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = func()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:

@@ -27,6 +27,7 @@ from stcorr.train.stages import StageInputs, TrainStage
 
 ENCODER_FILE = "encoder.pt"
 FAILURE_FILE = "nonfinite.json"
+STOP_FILE = "stop.json"  # written by the driver on SIGINT/SIGTERM (stcorr.interrupt)
 
 
 def build_stage(loop_config: dict[str, Any]) -> TrainStage:
@@ -100,6 +101,7 @@ def _run_steps(
 ) -> None:
     section = stage._section
     batches = stage.batches(rank, world, start)
+    stop_watch = _StopWatch(loop_config)
     wrapped.train()
     for step in range(start, stage.steps):
         seed = step_seed(section.seed, rank, step)
@@ -109,7 +111,8 @@ def _run_steps(
         batch = next(batches)
         waited = time.perf_counter() - began
         out = stage.step(wrapped, batch, rng)
-        if not _all_finite(out["loss"], world):
+        finite, stop = _agree(out["loss"], stop_watch.requested(), world)
+        if not finite:
             _report_nonfinite(step, loop_config, rank)
             return
         optimizer.zero_grad(set_to_none=True)
@@ -119,8 +122,11 @@ def _run_steps(
         elapsed = time.perf_counter() - began
         _after_step(stage, module, out, batch, step, elapsed, waited, world, log, optimizer)
         last = step + 1 == stage.steps
-        if last or (step + 1) % section.checkpoint_every == 0:
+        if stop or last or (step + 1) % section.checkpoint_every == 0:
             _checkpoint(stage, module, optimizer, scheduler, step + 1, rank, loop_config, out)
+        if stop and not last:
+            log.print(f"{stage.name}: stop requested; checkpoint saved at step {step + 1}")
+            return
 
 
 def _after_step(
@@ -152,14 +158,34 @@ def _after_step(
             log.image(panel, f"panels/step_{step + 1:06d}.png")
 
 
-def _all_finite(loss: torch.Tensor, world: int) -> bool:
-    """True on every rank iff the loss is finite on every rank (ranks must stop together)."""
-    flag = torch.tensor([1.0 if bool(torch.isfinite(loss.detach()).all()) else 0.0])
+def _agree(loss: torch.Tensor, stop: bool, world: int) -> tuple[bool, bool]:
+    """(the loss is finite on every rank, some rank saw a stop request): one all-reduce, so the
+    ranks stop together at the same step (DDP would hang otherwise)."""
+    flags = torch.tensor([float(bool(torch.isfinite(loss.detach()).all())), float(not stop)])
     if world > 1:
         import torch.distributed as dist
 
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() == 1.0)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return bool(flags[0] == 1.0), bool(flags[1] == 0.0)
+
+
+class _StopWatch:
+    """Looks for the driver's stop marker at most once a second (a HEAD request on S3)."""
+
+    def __init__(self, loop_config: dict[str, Any]) -> None:
+        from stcorr.storage import storage_from_config
+
+        self.url = loop_config.get("stop_url")
+        cfg = PipelineConfig.model_validate(loop_config["config"])
+        self.storage = storage_from_config(cfg.storage) if self.url else None
+        self.checked = 0.0
+
+    def requested(self) -> bool:
+        now = time.monotonic()
+        if self.storage is None or now - self.checked < 1.0:
+            return False
+        self.checked = now
+        return self.storage.exists(str(self.url))
 
 
 def _report_nonfinite(step: int, loop_config: dict[str, Any], rank: int) -> None:
