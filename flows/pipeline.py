@@ -9,6 +9,7 @@ failed resumes from its last checkpoint, so `stcorr resume` is just the same flo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
@@ -60,11 +61,22 @@ def new_pipeline_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def run_pipeline(cfg: PipelineConfig, pipeline_id: str | None = None, until: str = "evaluate") -> str:
-    """Run (or resume) the pipeline under one MLflow parent run; return the summary to print."""
+def run_pipeline(
+    cfg: PipelineConfig,
+    pipeline_id: str | None = None,
+    until: str = "evaluate",
+    before_flow: Callable[[], None] | None = None,
+) -> str:
+    """Run (or resume) the pipeline under one MLflow parent run; return the summary to print.
+
+    ``before_flow`` is called right before the flow starts (the CLI waits there for the Prefect
+    server it started in the background).
+    """
     from stcorr import lineage
 
     pipeline_id = pipeline_id or new_pipeline_id()
     with lineage.pipeline_run(cfg, pipeline_id) as parent:
+        if before_flow is not None:
+            before_flow()
         outputs = pipeline_flow(cfg, pipeline_id, until)
         return lineage.finish(cfg, parent, outputs)

@@ -190,14 +190,22 @@ def _check_services(cfg: PipelineConfig) -> None:
 def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evaluate") -> None:
     """Run the flow; SIGINT/SIGTERM checkpoint a running training stage and end the runs KILLED."""
     from stcorr import interrupt
-    from stcorr.orchestration import prefect_environment
+    from stcorr.orchestration import prefect_environment, start_ephemeral_server
 
     interrupt.install()
     prefect_environment(cfg)
+    prefect_ready = start_ephemeral_server()
     from flows.pipeline import run_pipeline
 
     try:
-        typer.echo(run_pipeline(cfg, pipeline_id, until))
+        typer.echo(run_pipeline(cfg, pipeline_id, until, before_flow=prefect_ready))
+    except Exception as exc:
+        from stcorr.tracking import TrackingError, explain_outage
+
+        outage = explain_outage(exc, cfg.tracking)
+        if outage is None:
+            raise
+        raise TrackingError(outage) from exc
     except interrupt.Interrupted as stop:
         typer.echo(f"stcorr: {stop}; runs marked KILLED. Continue with: stcorr resume", err=True)
         raise typer.Exit(128 + stop.signum) from None

@@ -23,7 +23,10 @@ def ray_env(compute: ComputeConfig) -> dict[str, str]:
     Ray 2.60 turns token auth on by itself and writes ``~/.ray/auth_token``; locally we switch it
     off, on a cluster every node and driver must agree on ``token`` (STACK.md 3d).
     """
+    from stcorr.tracking import HTTP_RETRIES
+
     return {
+        **{key: os.environ.get(key, value) for key, value in HTTP_RETRIES.items()},
         "RAY_AUTH_MODE": os.environ.get(
             "RAY_AUTH_MODE", "disabled" if compute.ray_address is None else "token"
         ),

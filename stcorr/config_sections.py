@@ -57,6 +57,14 @@ class TrackingConfig(Section):
     )
 
 
+class StageResources(Section):
+    """Per-stage overrides of the ``compute`` defaults (null = use ``compute.<key>``)."""
+
+    workers: PosInt | None = Field(None, description="Ray Train workers for this stage.")
+    cpus_per_worker: PosFloat | None = Field(None, description="CPUs per worker for this stage.")
+    gpus_per_worker: NonNegFloat | None = Field(None, description="GPUs per worker for this stage.")
+
+
 class ComputeConfig(Section):
     ray_address: str | None = Field(
         None, description="Ray cluster address; null starts a local Ray on this machine."
@@ -75,6 +83,19 @@ class ComputeConfig(Section):
     loader_workers: NonNegInt = Field(
         1, description="DataLoader processes per training worker; 1 overlaps decode with compute on 2 cores."
     )
+    pretrain: StageResources = Field(
+        default_factory=StageResources, description="Resources of the pretrain stage (overrides)."
+    )
+    finetune: StageResources = Field(
+        default_factory=StageResources, description="Resources of the finetune stage (overrides)."
+    )
+
+    def for_stage(self, stage: str) -> ComputeConfig:
+        """This section with the stage's overrides applied (``workers``, CPUs, GPUs)."""
+        overrides = getattr(self, stage, None)
+        if not isinstance(overrides, StageResources):
+            return self
+        return self.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
 class SynthConfig(Section):

@@ -52,7 +52,7 @@ def pipeline_run(cfg: PipelineConfig, pipeline_id: str) -> Iterator[str]:
         status = "KILLED"
         raise
     finally:
-        client.set_terminated(run_id, status=status)
+        tracking.end_run(client, run_id, status)
 
 
 def _parent(client: Any, experiment_id: str, pipeline_id: str) -> Any | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,34 @@ TAG_PIPELINE = "stcorr.pipeline"
 
 class TrackingError(RuntimeError):
     """The MLflow store could not be reached or used; one line naming the URI."""
+
+
+# MLflow's client retries a dead server 7 times with exponential back-off (minutes); a pipeline
+# should fail in seconds and be resumed. Set for this process and handed to Ray workers.
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+_OUTAGE_SIGNS = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
+
+
+def explain_outage(exc: BaseException, cfg: TrackingConfig) -> str | None:
+    """One line for an error caused by an MLflow server that stopped answering, else None."""
+    if not (cfg.uri or "").startswith(("http://", "https://")):
+        return None
+    text = " ".join(str(e) for e in _chain(exc))
+    if not any(sign in text for sign in _OUTAGE_SIGNS):
+        return None
+    return (f"tracking.uri: the MLflow server at {cfg.uri} stopped answering; start it again, then run "
+            "`stcorr resume` (finished stages are kept, training continues from its last checkpoint)")
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
 
 
 def resolve_uri(uri: str) -> str:
@@ -55,6 +84,8 @@ def setup(cfg: TrackingConfig) -> str:
     if cfg.uri is None:
         raise TrackingError("tracking.uri: tracking is disabled (null); set an MLflow tracking URI")
     uri = resolve_uri(cfg.uri)
+    for key, value in HTTP_RETRIES.items():
+        os.environ.setdefault(key, value)
     mlflow.set_tracking_uri(uri)
     try:
         with _sqlite_lock(uri):  # two pipelines creating one SQLite store race in its migrations
@@ -271,5 +302,16 @@ def stage_run(
     finally:
         # The stage's own wall time, body only (benchmarks/orchestration.py subtracts it).
         seconds = time.perf_counter() - started + handle.seconds_before
-        client.log_metric(handle.run_id, "stage_seconds", seconds)
-        client.set_terminated(handle.run_id, status=status)
+        end_run(client, handle.run_id, status, {"stage_seconds": seconds})
+
+
+def end_run(client: Any, run_id: str, status: str, metrics: Mapping[str, float] | None = None) -> None:
+    """Log the last metrics and end the run. If the store is gone and the block already failed,
+    keep quiet: the block's own error is the one to report (a resume ends the run later)."""
+    try:
+        for key, value in (metrics or {}).items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id, status=status)
+    except Exception:
+        if status == "FINISHED":
+            raise

@@ -49,7 +49,8 @@ def run_finetune(
     teacher_sha = state_sha256(torch.load(teacher_path, weights_only=True)) if teacher_path else ""
     init_path = init.encoder if init is not None and cfg.finetune.init == "pretrain" else None
     upstream = [source_fp, init.fingerprint if init_path and init else "scratch", teacher_sha]
-    fp = stage_fingerprint("finetune", cfg.finetune, *upstream, str(cfg.compute.workers))
+    workers = cfg.compute.for_stage("finetune").workers  # the batch is per rank: part of the recipe
+    fp = stage_fingerprint("finetune", cfg.finetune, *upstream, str(workers))
     inputs = StageInputs(shards=shards, init_weights=init_path, teacher_weights=teacher_path)
     with claim(cfg, "finetune", fp) as done:
         return done or _train(cfg, fp, inputs, teacher_sha, pipeline)

@@ -22,7 +22,8 @@ from tasks.training import (
 def run_pretrain(cfg: PipelineConfig, image_manifest: str, *, pipeline: str = "") -> StageOutput:
     """Train (or resume) the spatial encoder and register it in MLflow."""
     shards, source_fp = shard_urls(cfg, image_manifest)
-    fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(cfg.compute.workers))
+    workers = cfg.compute.for_stage("pretrain").workers  # the batch is per rank: part of the recipe
+    fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(workers))
     with claim(cfg, "pretrain", fp) as done:
         return done or _train(cfg, fp, shards, pipeline)
 

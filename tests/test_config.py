@@ -148,3 +148,12 @@ def test_status_without_pipelines_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("stcorr: error: tracking.uri: no pipeline run in")
+
+
+def test_per_stage_resources_override_the_compute_defaults() -> None:
+    sets = ["compute.workers=3", "compute.finetune.workers=8", "compute.finetune.gpus_per_worker=1"]
+    cfg = load_config(None, sets)
+    finetune, pretrain = cfg.compute.for_stage("finetune"), cfg.compute.for_stage("pretrain")
+    assert (finetune.workers, finetune.gpus_per_worker, finetune.cpus_per_worker) == (8, 1.0, 1.0)
+    assert (pretrain.workers, pretrain.gpus_per_worker) == (3, 0.0)
+    assert cfg.compute.for_stage("evaluate") == cfg.compute  # no overrides for other stages

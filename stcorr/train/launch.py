@@ -84,7 +84,8 @@ def fit_stage(
         if storage.exists(stale):
             storage.delete(stale)
     storage_path, filesystem = ray_storage(cfg)
-    gpu = cfg.compute.gpus_per_worker > 0
+    compute = cfg.compute.for_stage(stage)
+    gpu = compute.gpus_per_worker > 0
     loop_config = {
         "stage": stage,
         "config": cfg.model_dump(mode="json"),
@@ -94,12 +95,12 @@ def fit_stage(
         "marker_url": marker,
         "stop_url": stop,
     }
-    resources = {"CPU": cfg.compute.cpus_per_worker, **({"GPU": cfg.compute.gpus_per_worker} if gpu else {})}
+    resources = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=cfg.compute.workers, use_gpu=gpu, resources_per_worker=resources
+            num_workers=compute.workers, use_gpu=gpu, resources_per_worker=resources
         ),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(

@@ -46,6 +46,12 @@ class Rank0:
         batch = [Metric(key, float(value), now, step) for key, value in values.items()]
         self._client.log_batch(self._run_id, metrics=batch)
 
+    def tags(self, values: dict[str, str]) -> None:
+        if self._client is None:
+            return
+        for key, value in values.items():
+            self._client.set_tag(self._run_id, key, value)
+
     def image(self, array: np.ndarray, artifact_file: str) -> None:
         """Log an ``(H, W, 3)`` uint8 array as a PNG artifact."""
         if self._client is None:

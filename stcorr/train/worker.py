@@ -81,6 +81,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # Every stage builds only the layers its objective uses, so DDP needs no unused-parameter scan.
     no_scan = {"find_unused_parameters": False}
     wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs=no_scan)
+    nodes = _node_ids(world)
+    log.tags({"stcorr.ray_nodes": ",".join(sorted(set(nodes))), "stcorr.ray_worker_nodes": json.dumps(nodes)})
     try:
         _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
     finally:
@@ -156,6 +158,20 @@ def _after_step(
         panel = stage.panel(out, batch)
         if panel is not None:
             log.image(panel, f"panels/step_{step + 1:06d}.png")
+
+
+def _node_ids(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (where the workers really ran)."""
+    import ray
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return [str(node) for node in everyone]
 
 
 def _agree(loss: torch.Tensor, stop: bool, world: int) -> tuple[bool, bool]:
