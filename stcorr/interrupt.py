@@ -18,7 +18,7 @@ from types import FrameType
 
 _lock = threading.Lock()
 _stoppable: dict[str, Callable[[], None]] = {}  # stage name -> writes that stage's stop marker
-_received: list[int] = []  # signal numbers received, in order
+_stopped: dict[str, int] = {}  # stage name -> the signal that asked it to stop
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -32,7 +32,6 @@ class Interrupted(KeyboardInterrupt):
 
 def install() -> None:
     """Handle SIGINT and SIGTERM in this (main) thread as described in the module docstring."""
-    _received.clear()
     for signum in _SIGNALS:
         signal.signal(signum, _handle)
 
@@ -40,13 +39,12 @@ def install() -> None:
 def _handle(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     with _lock:
-        first = not _received
-        _received.append(signum)
-        stages = dict(_stoppable)
-    if first and stages:
-        print(f"{name}: asking {', '.join(stages)} to checkpoint and stop (send it again to stop now)",
+        pending = {stage: stop for stage, stop in _stoppable.items() if stage not in _stopped}
+        _stopped.update(dict.fromkeys(pending, signum))
+    if pending:
+        print(f"{name}: asking {', '.join(pending)} to checkpoint and stop (send it again to stop now)",
               file=sys.stderr, flush=True)
-        for request_stop in stages.values():
+        for request_stop in pending.values():
             request_stop()
         return
     raise Interrupted(f"stopped by {name}", signum)
@@ -63,6 +61,7 @@ def stoppable(stage: str, request_stop: Callable[[], None]) -> Iterator[None]:
     previous = {signum: signal.signal(signum, _handle) for signum in _SIGNALS} if main else {}
     with _lock:
         _stoppable[stage] = request_stop
+        _stopped.pop(stage, None)
     try:
         yield
     finally:
@@ -72,7 +71,7 @@ def stoppable(stage: str, request_stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def requested() -> int | None:
-    """The first signal received since :func:`install` (None if none)."""
+def stopped(stage: str) -> int | None:
+    """The signal that asked ``stage`` to stop in its latest :func:`stoppable` block (or None)."""
     with _lock:
-        return _received[0] if _received else None
+        return _stopped.get(stage)

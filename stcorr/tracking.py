@@ -121,7 +121,9 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
         return
     import fcntl
 
-    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
+    with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

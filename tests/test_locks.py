@@ -87,11 +87,13 @@ def test_first_signal_asks_stages_to_stop_second_one_raises() -> None:
         with interrupt.stoppable("finetune", lambda: asked.append("finetune")):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)  # the handler runs between bytecodes of this thread
-            assert asked == ["finetune"] and interrupt.requested() == signal.SIGTERM
+            assert asked == ["finetune"] and interrupt.stopped("finetune") == signal.SIGTERM
             with pytest.raises(interrupt.Interrupted, match="SIGINT") as second:
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)
             assert second.value.signum == signal.SIGINT
+        with interrupt.stoppable("finetune", lambda: asked.append("again")):
+            assert interrupt.stopped("finetune") is None  # a new block starts afresh
         interrupt.install()  # nothing stoppable running: the first signal raises at once
         with pytest.raises(interrupt.Interrupted, match="SIGTERM"):
             os.kill(os.getpid(), signal.SIGTERM)

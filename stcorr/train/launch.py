@@ -113,7 +113,7 @@ def fit_stage(
     )
     with interrupt.stoppable(stage, lambda: storage.write_bytes(stop, b"{}")):
         result = _fit(trainer, stage)
-    signum = interrupt.requested()
+    signum = interrupt.stopped(stage)
     if signum is not None:
         where = result.checkpoint.path if result.checkpoint is not None else "none"
         raise interrupt.Interrupted(
