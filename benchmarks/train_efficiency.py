@@ -7,11 +7,13 @@ the frozen teacher), with 1 and 2 Ray Train workers, alternating per repetition:
                 batches streamed from shards (``compute.loader_workers`` DataLoader processes
                 per worker, the default 1), rank 0 logging to a real MLflow SQLite store
                 (metrics every ``log_every`` steps, system metrics, image panels) and
-                checkpoints written every ``checkpoint_every`` steps inside the timed window;
+                checkpoints every ``checkpoint_every`` steps, at the stage's default cadence,
+                one checkpoint (and for finetune one image panel) inside the timed window;
   (b) bare      the same module (``stage.build()``), optimiser, scheduler, DDP wrapping
                 (``prepare_model``) and ``stage.step`` on random tensors of the batch's shapes,
                 already in memory, under a ``TorchTrainer`` with the same ScalingConfig and
                 gloo backend (so DDP costs are identical); no data loading, no logging.
+                Both stages' bare runs share one ``TorchTrainer.fit()`` (start-up paid once).
 
 Throughput is samples/s over all ranks over a window of steps that leaves out the first
 ``log_every`` steps (warm-up, DataLoader start): for (a) the wall time between the MLflow metric
@@ -50,8 +52,9 @@ from stcorr.config import PipelineConfig, load_config
 from stcorr.data.shard_stage import shard_source
 
 TARGETS = {"pipeline_vs_bare_pretrain": 0.85, "pipeline_vs_bare_finetune": 0.85}
-FULL = {"steps": 25, "log_every": 5, "checkpoint_every": 10, "reps": 2, "workers": (1, 2)}
-QUICK = {"steps": 12, "log_every": 6, "checkpoint_every": 8, "reps": 1, "workers": (2,)}
+# Cadence: None = the stage's defaults (pipeline_config.yaml); steps = checkpoint_every + log_every.
+FULL: dict[str, Any] = {"cadence": None, "reps": 2, "workers": (1, 2)}
+QUICK: dict[str, Any] = {"cadence": {"log_every": 4, "checkpoint_every": 8}, "reps": 1, "workers": (2,)}
 STAGE_FLAGS = {
     "pretrain": ["pretrain.batch_size=32", "pretrain.image_size=64", "pretrain.warmup_steps=2"],
     "finetune": ["finetune.batch_size=4", "finetune.crop_size=96", "finetune.warmup_steps=2"],
@@ -89,18 +92,26 @@ def make_data(root: Path, quick: bool) -> tuple[str, str, str, str]:
     return manifests[0], manifests[1], str(init), str(root / "teacher.pt")
 
 
+def cadence(stage: str, plan: dict[str, Any]) -> dict[str, int]:
+    """Log and checkpoint cadence, and the steps that put one checkpoint in the timed window."""
+    section = getattr(load_config(overrides=[]), stage)
+    chosen = plan["cadence"] or {"log_every": section.log_every, "checkpoint_every": section.checkpoint_every}
+    return {**chosen, "steps": chosen["checkpoint_every"] + chosen["log_every"]}
+
+
 def config(root: Path, stage: str, workers: int, plan: dict[str, Any]) -> PipelineConfig:
     """The stage's config: real logging and checkpoint cadence inside the timed window."""
+    steps = cadence(stage, plan)
     return load_config(overrides=[
         f"storage.root={root / 'store'}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         f"tracking.artifact_location={root / 'artifacts'}",
         "compute.num_cpus=2",
         f"compute.workers={workers}",
-        f"{stage}.steps={plan['steps']}",
-        f"{stage}.log_every={plan['log_every']}",
-        f"{stage}.checkpoint_every={plan['checkpoint_every']}",
-        *(["finetune.image_every=" + str(plan["checkpoint_every"])] if stage == "finetune" else []),
+        f"{stage}.steps={steps['steps']}",
+        f"{stage}.log_every={steps['log_every']}",
+        f"{stage}.checkpoint_every={steps['checkpoint_every']}",
+        *(["finetune.image_every=" + str(steps["checkpoint_every"])] if stage == "finetune" else []),
         *STAGE_FLAGS[stage],
     ])
 
@@ -118,16 +129,27 @@ def random_batch(stage: Any) -> dict[str, Any]:
 
 
 def bare_worker(loop_config: dict[str, Any]) -> None:
-    """(b): the worker loop's model, optimiser and step on in-memory tensors; nothing else."""
+    """(b): each stage's model, optimiser and step on in-memory tensors; nothing else."""
     import ray.train
+
+    context = ray.train.get_context()
+    records = {}
+    for stage_config in loop_config["stages"]:
+        entered = time.time()
+        marks = bare_steps(stage_config)
+        records[stage_config["stage"]] = {"entered": entered, "marks": marks}
+    if context.get_world_rank() == 0:
+        Path(loop_config["result_file"]).write_text(json.dumps(records))
+
+
+def bare_steps(loop_config: dict[str, Any]) -> list[float]:
+    """One stage's bare steps; the wall clock after each."""
     import ray.train.torch
 
     from stcorr.train.schedule import cosine_with_warmup
     from stcorr.train.worker import build_stage
 
-    entered = time.time()
     stage = build_stage(loop_config)
-    context = ray.train.get_context()
     torch.manual_seed(stage._section.seed)
     module = stage.build()
     optimizer = stage.optimizer(module)
@@ -143,12 +165,11 @@ def bare_worker(loop_config: dict[str, Any]) -> None:
         optimizer.step()
         scheduler.step()
         marks.append(time.time())
-    if context.get_world_rank() == 0:
-        Path(loop_config["result_file"]).write_text(json.dumps({"entered": entered, "marks": marks}))
+    return marks
 
 
-def run_bare(cfg: PipelineConfig, stage: str, inputs: Any) -> dict[str, float]:
-    """One (b) run under a ``TorchTrainer`` configured as ``fit_stage`` configures it."""
+def run_bare(runs: list[tuple[PipelineConfig, str, Any]]) -> dict[str, dict[str, float]]:
+    """Every stage's (b) run in one ``TorchTrainer`` configured as ``fit_stage`` configures it."""
     import dataclasses
 
     from ray.train import RunConfig, ScalingConfig
@@ -156,13 +177,15 @@ def run_bare(cfg: PipelineConfig, stage: str, inputs: Any) -> dict[str, float]:
 
     from stcorr.train.launch import ray_storage
 
+    cfg = runs[0][0]
     storage_path, _ = ray_storage(cfg)
+    stages = [{"stage": stage, "config": c.model_dump(mode="json"), "inputs": dataclasses.asdict(inputs)}
+              for c, stage, inputs in runs]
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp, "bare.json")
         trainer = TorchTrainer(
             bare_worker,
-            train_loop_config={"stage": stage, "config": cfg.model_dump(mode="json"),
-                               "inputs": dataclasses.asdict(inputs), "result_file": str(result_file)},
+            train_loop_config={"stages": stages, "result_file": str(result_file)},
             scaling_config=ScalingConfig(num_workers=cfg.compute.workers, use_gpu=False,
                                          resources_per_worker={"CPU": cfg.compute.cpus_per_worker}),
             torch_config=TorchConfig(backend="gloo"),
@@ -170,12 +193,17 @@ def run_bare(cfg: PipelineConfig, stage: str, inputs: Any) -> dict[str, float]:
         )
         called = time.time()
         trainer.fit()
-        record = json.loads(result_file.read_text())
-    marks, section = record["marks"], getattr(cfg, stage)
-    warm = section.log_every  # the same window as the pipeline's
-    samples = section.batch_size * cfg.compute.workers * (len(marks) - warm)
-    return {"samples_per_s": samples / (marks[-1] - marks[warm - 1]),
-            "trainer_startup_s": record["entered"] - called, "first_step_s": marks[0] - called}
+        records = json.loads(result_file.read_text())
+    out = {}
+    for c, stage, _ in runs:
+        marks, section = records[stage]["marks"], getattr(c, stage)
+        warm = section.log_every  # the same window as the pipeline's
+        samples = section.batch_size * c.compute.workers * (len(marks) - warm)
+        out[stage] = {"samples_per_s": samples / (marks[-1] - marks[warm - 1])}
+    first = runs[0][1]
+    out[first].update(trainer_startup_s=records[first]["entered"] - called,
+                      first_step_s=records[first]["marks"][0] - called)
+    return out
 
 
 def run_pipeline(cfg: PipelineConfig, stage: str, inputs: Any) -> dict[str, float]:
@@ -213,20 +241,24 @@ def measure(root: Path, data: tuple[str, str, str, str], plan: dict[str, Any]) -
     from tasks.training import shard_urls
 
     figures: dict[str, float] = {}
-    for stage, manifest in (("pretrain", data[0]), ("finetune", data[1])):
-        for workers in plan["workers"]:
+    for workers in plan["workers"]:
+        runs = []
+        for stage, manifest in (("pretrain", data[0]), ("finetune", data[1])):
             cfg = config(root, stage, workers, plan)
-            inputs = StageInputs(shards=shard_urls(cfg, manifest)[0], init_weights=data[2],
-                                 teacher_weights=data[3])
-            runs: dict[str, list[dict[str, float]]] = {"pipeline": [], "bare": []}
-            for _ in range(plan["reps"]):
-                runs["pipeline"].append(run_pipeline(cfg, stage, inputs))
-                runs["bare"].append(run_bare(cfg, stage, inputs))
-                print(f"  {stage} {workers}w: {runs['pipeline'][-1]} | {runs['bare'][-1]}",
-                      file=sys.stderr, flush=True)
-            for kind, records in runs.items():
-                for key in records[0]:
-                    figures[f"{kind}_{stage}_{workers}w_{key}"] = statistics.median(r[key] for r in records)
+            runs.append((cfg, stage, StageInputs(shards=shard_urls(cfg, manifest)[0], init_weights=data[2],
+                                                 teacher_weights=data[3])))
+        records: dict[str, list[dict[str, float]]] = {}
+        for _ in range(plan["reps"]):
+            for cfg, stage, inputs in runs:
+                records.setdefault(f"pipeline_{stage}", []).append(run_pipeline(cfg, stage, inputs))
+            for stage, bare in run_bare(runs).items():
+                records.setdefault(f"bare_{stage}", []).append(bare)
+            print(f"  {workers}w: " + " | ".join(f"{k}: {v[-1]}" for k, v in records.items()),
+                  file=sys.stderr, flush=True)
+        for name, found in records.items():
+            kind, stage = name.split("_")
+            for key in found[0]:
+                figures[f"{kind}_{stage}_{workers}w_{key}"] = statistics.median(r[key] for r in found)
     return figures
 
 
@@ -255,7 +287,7 @@ def table(figures: dict[str, float], ratios: dict[str, float], plan: dict[str, A
                 f"| {stage} | {w} | {figures[p + 'samples_per_s']:.1f} | "
                 f"{figures[p + 'step_only_samples_per_s']:.1f} | {figures[b + 'samples_per_s']:.1f} | "
                 f"{ratio:.3f} | {figures[p + 'data_wait_share']:.1%} | "
-                f"{figures[p + 'first_step_s']:.1f} / {figures[b + 'first_step_s']:.1f} |")
+                f"{figures[p + 'first_step_s']:.1f} / {figures.get(b + 'first_step_s', float('nan')):.1f} |")
     lines.append("")
     lines.append(f"ray.init: {figures['ray_init_s']:.1f} s; TorchTrainer.fit() -> train function "
                  f"(bare, median): {figures['trainer_startup_s']:.1f} s")
@@ -266,7 +298,8 @@ def table(figures: dict[str, float], ratios: dict[str, float], plan: dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 workers only, 12 steps, 1 repetition")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 workers only, 12 steps (checkpoint at 8), 1 repetition")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
     parser.add_argument("--reps", type=int, help="repetitions (default: 2 full, 1 quick)")
     parser.add_argument("--workers", help="worker counts, comma-separated (must include 2)")
@@ -299,6 +332,7 @@ def main() -> None:
         "figures": {k: round(v, 4) for k, v in figures.items()},
         "ratios": {k: round(v, 4) for k, v in ratios.items()},
         "targets": TARGETS,
+        "cadence": {stage: cadence(stage, plan) for stage in ("pretrain", "finetune")},
         "pass": all(ratios[k] >= t for k, t in TARGETS.items()),
     }
     print(table(figures, ratios, plan))

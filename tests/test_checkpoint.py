@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from stcorr.train.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from stcorr.train.checkpoint import (
+    CheckpointError,
+    capture_state,
+    restore_checkpoint,
+    save_checkpoint,
+    write_state,
+)
 from stcorr.train.schedule import cosine_with_warmup
 from stcorr.train.teacher import freeze, state_sha256
 
@@ -28,6 +34,31 @@ def _train_a_bit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
         loss.backward()
         optimizer.step()
         scheduler.step()  # type: ignore[attr-defined]
+
+
+def test_captured_state_is_written_as_it_was_when_captured(tmp_path: Path) -> None:
+    """The background checkpoint writer gets a copy: steps taken after the capture (while the
+    file is still being written) do not leak into it."""
+    torch.manual_seed(0)
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = cosine_with_warmup(optimizer, total_steps=20, warmup_steps=3)
+    _train_a_bit(model, optimizer, scheduler, 3)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    momentum = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
+    state = capture_state(step=3, config={}, model=model, optimizer=optimizer, scheduler=scheduler)
+    _train_a_bit(model, optimizer, scheduler, 4)  # training goes on before the write
+    write_state(tmp_path, state)
+
+    other = _model()
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    other_sched = cosine_with_warmup(other_opt, total_steps=20, warmup_steps=3)
+    rest = restore_checkpoint(tmp_path, model=other, optimizer=other_opt, scheduler=other_sched)
+    assert rest["step"] == 3 and other_sched.last_epoch == 3
+    for key, value in other.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"], momentum)
+    assert not torch.equal(model.state_dict()["0.weight"], weights["0.weight"])  # it did move on
 
 
 def test_round_trip_restores_model_optimizer_scheduler_rng(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ leaves a half-written checkpoint that a later run would trust.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import uuid
@@ -50,6 +51,40 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def capture_state(*, step: int, config: dict[str, Any], **objects: Stateful) -> dict[str, Any]:
+    """A copy of every named object's state (tensors cloned), the step, config and RNG states.
+
+    The copy is what lets training go on while the checkpoint is written in the background:
+    later optimiser steps cannot change it.
+    """
+    state: dict[str, Any] = {name: copy.deepcopy(obj.state_dict()) for name, obj in objects.items()}
+    state.update(step=step, config=config, rng=capture_rng())
+    return state
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> Path:
+    """Write a :func:`capture_state` result as ``directory/state.pt`` atomically; return its path.
+
+    Raises:
+        CheckpointError: the folder cannot be written (e.g. the disk is full); the partial file
+            is removed and any previous checkpoint is untouched.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / STATE_FILE
+    tmp = directory / f".{STATE_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+        raise CheckpointError(
+            f"{directory}: cannot write checkpoint at step {state['step']} ({reason}); "
+            "the previous checkpoint is kept"
+        ) from None
+    return final
+
+
 def save_checkpoint(directory: Path, *, step: int, config: dict[str, Any], **objects: Stateful) -> Path:
     """Write ``state.pt`` atomically into ``directory``; return its path.
 
@@ -60,24 +95,9 @@ def save_checkpoint(directory: Path, *, step: int, config: dict[str, Any], **obj
         **objects: named stateful objects (``model=..., optimizer=..., scheduler=...``).
 
     Raises:
-        CheckpointError: the folder cannot be written (e.g. the disk is full); the partial file
-            is removed and any previous checkpoint is untouched.
+        CheckpointError: as :func:`write_state`.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {name: obj.state_dict() for name, obj in objects.items()}
-    state.update(step=step, config=config, rng=capture_rng())
-    final = directory / STATE_FILE
-    tmp = directory / f".{STATE_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, final)
-    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as RuntimeError
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
-        raise CheckpointError(
-            f"{directory}: cannot write checkpoint at step {step} ({reason}); the previous checkpoint is kept"
-        ) from None
-    return final
+    return write_state(directory, capture_state(step=step, config=config, **objects))
 
 
 def restore_checkpoint(directory: Path, **objects: Stateful) -> dict[str, Any]:

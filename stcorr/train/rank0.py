@@ -2,12 +2,18 @@
 
 The driver opens the stage's MLflow run and passes its id; rank 0 writes into that run from
 inside the Ray Train worker (Ray Train V2 has no MLflow callback; ECOSYSTEM.md B2).
+
+MLflow calls go through one background thread, in order, so a slow tracking server does not
+stall the training step. A call that failed is raised in the training thread at the next call
+(or at :meth:`Rank0.flush`), so a tracking outage still stops the run with MLflow's error.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,10 +32,13 @@ class Rank0:
         self._monitor: Any = None
         self._run_id = run_id
         self._started = time.monotonic()
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future[Any]] = []
         if self.enabled and tracking_uri and run_id:
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri)
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank0-mlflow")
             if system_metrics:
                 self._monitor = _start_system_metrics(run_id, tracking_uri)
 
@@ -42,25 +51,30 @@ class Rank0:
             return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # the time of the step, not of the write
         batch = [Metric(key, float(value), now, step) for key, value in values.items()]
-        self._client.log_batch(self._run_id, metrics=batch)
+        self._submit(lambda: self._client.log_batch(self._run_id, metrics=batch))
 
     def tags(self, values: dict[str, str]) -> None:
         if self._client is None:
             return
-        for key, value in values.items():
-            self._client.set_tag(self._run_id, key, value)
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(key, value) for key, value in values.items()]
+        self._submit(lambda: self._client.log_batch(self._run_id, tags=tags))
 
     def image(self, array: np.ndarray, artifact_file: str) -> None:
         """Log an ``(H, W, 3)`` uint8 array as a PNG artifact."""
         if self._client is None:
             return
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        self._client.log_image(
-            self._run_id, Image.open(io.BytesIO(buffer.getvalue())), artifact_file=artifact_file
-        )
+        def write() -> None:
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PNG")
+            self._client.log_image(
+                self._run_id, Image.open(io.BytesIO(buffer.getvalue())), artifact_file=artifact_file
+            )
+
+        self._submit(write)
 
     def progress(self, step: int, total: int, start_step: int, loss: float) -> None:
         """A line with rate and ETA (the CLI's progress for long stages)."""
@@ -72,9 +86,27 @@ class Rank0:
         eta = (total - step - 1) / max(rate, 1e-9)
         print(f"  step {step + 1}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  ETA {eta:.0f} s", flush=True)
 
+    def flush(self) -> None:
+        """Wait for every queued MLflow call; raise the first one that failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
     def close(self) -> None:
+        """Stop the system metrics monitor and the writer thread (waits, raises nothing)."""
         if self._monitor is not None:
             self._monitor.finish()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+
+    def _submit(self, call: Callable[[], Any]) -> None:
+        """Queue ``call`` on the writer thread; first raise any earlier call's error."""
+        done = [future for future in self._pending if future.done()]
+        self._pending = [future for future in self._pending if not future.done()]
+        for future in done:
+            future.result()
+        assert self._writer is not None
+        self._pending.append(self._writer.submit(call))
 
 
 def _start_system_metrics(run_id: str, tracking_uri: str) -> Any:

@@ -9,8 +9,10 @@ repeats the uninterrupted run's steps.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from stcorr.config import PipelineConfig
-from stcorr.train.checkpoint import restore_checkpoint, save_checkpoint
+from stcorr.train.checkpoint import capture_state, restore_checkpoint, write_state
 from stcorr.train.rank0 import Rank0
 from stcorr.train.schedule import cosine_with_warmup
 from stcorr.train.stages import StageInputs, TrainStage
@@ -85,6 +87,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     log.tags({"stcorr.ray_nodes": ",".join(sorted(set(nodes))), "stcorr.ray_worker_nodes": json.dumps(nodes)})
     try:
         _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
+        log.flush()
     finally:
         log.close()
 
@@ -225,24 +228,43 @@ def _checkpoint(
     loop_config: dict[str, Any],
     out: dict[str, torch.Tensor],
 ) -> None:
-    """Rank 0 writes the checkpoint (+ the exported encoder); every rank calls report once."""
+    """Rank 0 checkpoints (+ the exported encoder); every rank calls report once.
+
+    Only the copy of the state happens here. Writing the files and persisting them to the run's
+    storage happen in Ray Train's upload thread (``CheckpointUploadMode.ASYNC``) while training
+    goes on; Ray registers the checkpoint only once it is persisted and waits for pending uploads
+    before the worker exits, and a failed write stops the run with the write's error.
+    """
     import ray.train
 
     metrics = {"step": step, "loss": float(out["loss"].detach())}
+    mode = ray.train.CheckpointUploadMode.ASYNC
     if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+        ray.train.report(metrics, checkpoint=None, checkpoint_upload_mode=mode)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        save_checkpoint(
-            folder,
-            step=step,
-            config=loop_config["config"],
-            model=module,
-            optimizer=optimizer,
-            scheduler=scheduler,
-        )
-        torch.save(stage.export(module), folder / ENCODER_FILE)
-        for name, data in stage.extra_files(module).items():
-            (folder / name).write_bytes(data)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+    state = capture_state(
+        step=step, config=loop_config["config"], model=module, optimizer=optimizer, scheduler=scheduler
+    )
+    encoder = copy.deepcopy(stage.export(module))
+    extras = stage.extra_files(module)
+    folder = Path(tempfile.mkdtemp(prefix=f"stcorr-{stage.name}-{step}-"))
+    storage = ray.train.get_context().get_storage()
+
+    def write_and_persist(checkpoint: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+        try:
+            write_state(folder, state)
+            torch.save(encoder, folder / ENCODER_FILE)
+            for file_name, data in extras.items():
+                (folder / file_name).write_bytes(data)
+            return storage.persist_current_checkpoint(checkpoint, name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    ray.train.report(
+        metrics,
+        checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
+        checkpoint_upload_mode=mode,
+        delete_local_checkpoint_after_upload=True,
+        checkpoint_upload_fn=write_and_persist,
+    )
