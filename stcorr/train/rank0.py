@@ -5,7 +5,9 @@ inside the Ray Train worker (Ray Train V2 has no MLflow callback; ECOSYSTEM.md B
 
 MLflow calls go through one background thread, in order, so a slow tracking server does not
 stall the training step. A call that failed is raised in the training thread at the next call
-(or at :meth:`Rank0.flush`), so a tracking outage still stops the run with MLflow's error.
+(or at :meth:`Rank0.flush`), so a tracking outage still stops the run with MLflow's error. The
+worker flushes before every checkpoint, so a checkpoint is never registered past steps whose
+metrics were lost: a resume starts at or before the first of them and logs them again.
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ def _run_steps(
         _after_step(stage, module, out, batch, step, elapsed, waited, world, log, optimizer)
         last = step + 1 == stage.steps
         if stop or last or (step + 1) % section.checkpoint_every == 0:
+            log.flush()  # no checkpoint ahead of a metric that failed to log (a resume re-logs it)
             _checkpoint(stage, module, optimizer, scheduler, step + 1, rank, loop_config, out)
         if stop and not last:
             log.print(f"{stage.name}: stop requested; checkpoint saved at step {step + 1}")
