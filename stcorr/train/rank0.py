@@ -12,7 +12,6 @@ metrics were lost: a resume starts at or before the first of them and logs them 
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -69,14 +68,8 @@ class Rank0:
         """Log an ``(H, W, 3)`` uint8 array as a PNG artifact."""
         if self._client is None:
             return
-        def write() -> None:
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="PNG")
-            self._client.log_image(
-                self._run_id, Image.open(io.BytesIO(buffer.getvalue())), artifact_file=artifact_file
-            )
-
-        self._submit(write)
+        image = Image.fromarray(array)  # log_image writes it as PNG (the file's extension)
+        self._submit(lambda: self._client.log_image(self._run_id, image, artifact_file=artifact_file))
 
     def progress(self, step: int, total: int, start_step: int, loss: float) -> None:
         """A line with rate and ETA (the CLI's progress for long stages)."""
@@ -103,10 +96,13 @@ class Rank0:
 
     def _submit(self, call: Callable[[], Any]) -> None:
         """Queue ``call`` on the writer thread; first raise any earlier call's error."""
-        done = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
-        for future in done:
-            future.result()
+        waiting = []
+        for future in self._pending:  # one done() per future: none can slip between two checks
+            if future.done():
+                future.result()
+            else:
+                waiting.append(future)
+        self._pending = waiting
         assert self._writer is not None
         self._pending.append(self._writer.submit(call))
 
