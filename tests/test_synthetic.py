@@ -248,24 +248,8 @@ def test_mpeg4_fallback_decodes(tmp_path: Path) -> None:
 
 
 def same_tree(again: Path, first: Path) -> None:
-    """Every file byte-identical, except .mp4: there the decoded frames must agree.
-
-    x264 is run single-threaded and the container carries no date, yet a full-suite run once
-    produced one .mp4 whose bytes differed (the JPEG frames of the same clip did not): the
-    encoder's bit-exactness is not ours to promise, the clip's content is.
-    """
-    got, want = tree_hashes(again), tree_hashes(first)
-    assert got.keys() == want.keys()
-    assert {k: v for k, v in got.items() if not k.endswith(".mp4")} == {
-        k: v for k, v in want.items() if not k.endswith(".mp4")}
-    for name in (k for k in got if k.endswith(".mp4") and got[k] != want[k]):
-        a, b = (decode_all(root / name) for root in (again, first))
-        assert a.shape == b.shape and np.abs(a.astype(float) - b).mean() < 0.5, name
-
-
-def decode_all(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    """Every file byte-identical, .mp4 included (x264 runs on its C paths: see writers.py)."""
+    assert tree_hashes(again) == tree_hashes(first)
 
 
 def test_same_seed_same_bytes_and_stale_files_go(

@@ -1,7 +1,7 @@
 """Byte-deterministic writers for the synthetic data: JPEG, PNG (palette, grey, RGB), MP4, MAT.
 
 Same arrays in, same bytes out: no timestamps anywhere (the MAT header's "Created on" is fixed,
-the MP4 carries no creation time, x264 runs single-threaded).
+the MP4 carries no creation time, x264 runs single-threaded on its plain C code paths).
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ JPEG_QUALITY = 95  # near-lossless, so the JPEG frames stay close to the rendere
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by stcorr.data.synthetic"
 FPS = 10
 MP4_CODECS = ("libx264", "mpeg4")  # first available wins; libx264 needs even sides (yuv420p)
+# x264 on its C code paths only. With its SIMD paths, on a 2-vCPU AMD EPYC (Zen 4) VM, about 1 in
+# 1,000 encodes of the same 8 frames came out different (a few grey levels), in bursts: 13 times
+# in ~15,000 with AVX-512, never in 7,000 held to AVX2 nor in 1,700 on the C paths. The C paths
+# give the usual bytes and do not depend on the CPU's instruction sets; they encode about half as
+# fast, ~1 s more for the demo data (~5 s in all).
+X264_NO_ASM = "asm=0"
 
 
 def voc_palette() -> list[int]:
@@ -111,8 +117,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS, codec: str | None 
     if h % 2 or w % 2:
         raise ValueError(f"{path}: expected even frame sides for yuv420p, got {h}x{w}")
     codec = codec or mp4_codec()
-    if codec == "libx264":  # x264's own thread pool is what makes bytes differ between runs
-        options = {"crf": "16", "preset": "medium", "bf": "0", "threads": "1"}
+    if codec == "libx264":
+        options = {"crf": "16", "preset": "medium", "bf": "0", "threads": "1",
+                   "x264-params": X264_NO_ASM}
     else:
         options = {"threads": "1"}
     with av.open(str(path), mode="w", format="mp4") as container:
