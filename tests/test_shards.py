@@ -292,3 +292,30 @@ def test_s3_sharding_round_trip(tmp_path: Path, ray_local: None, s3: str) -> Non
     again = shard_source("images", str(tmp_path / "img"), "s3://bucket/shards/images", cfg,
                          storage_cfg, COMPUTE)
     assert again.skipped and again.message.startswith("shards up to date: 3 shards, 5 samples")
+
+
+def test_transcoded_shard_reads_as_clips_and_keyint_is_part_of_the_fingerprint(
+    tmp_path: Path,
+) -> None:
+    from stcorr.data.augment import ClipSpec
+    from stcorr.data.reader import make_clip_dataset, make_loader
+
+    shutil.copy(BIKES, tmp_path / "bikes.mp4")
+    items = discover_videos(tmp_path)
+    cfg = ShardConfig(video_format="transcoded", video_keyint=4, video_short_side=64,
+                      max_video_frames=16)
+    url = str(tmp_path / "out" / "videos-000000.tar")
+    record = write_shard(items, url, Storage(), cfg, inputs=inputs_fingerprint(items, cfg))
+    assert record.samples == 1 and record.sha256 == _sha(Path(url).read_bytes())
+    (meta,) = [json.loads(v) for k, v in _tar_members(Path(url).read_bytes()).items()
+               if k.endswith(".json")]
+    assert (meta["frames"], meta["height"], meta["width"], meta["keyint"]) == (16, 64, 150, 4)
+    spec = ClipSpec(frames=3, frame_gap=2, crop_size=32)
+    dataset = make_clip_dataset([url], rank=0, world_size=1, clip=spec, seed=0)
+    (batch,) = list(make_loader(dataset, batch_size=1, num_workers=0))
+    assert batch["rgb"].shape == (1, 3, 3, 32, 32)
+    other = cfg.model_copy(update={"video_keyint": 8})
+    assert inputs_fingerprint(items, other) != inputs_fingerprint(items, cfg)
+    plain = ShardConfig()
+    assert inputs_fingerprint(items, plain) == inputs_fingerprint(
+        items, plain.model_copy(update={"video_keyint": 8 + 1}))

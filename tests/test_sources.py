@@ -160,6 +160,29 @@ def test_video_file_sample_frames_mode(tmp_path: Path) -> None:
     assert json.loads(sample["json"])["frames"] == 3
 
 
+def test_video_file_sample_transcoded_mode(tmp_path: Path) -> None:
+    shutil.copy(BIKES, tmp_path / "bikes.mp4")
+    (item,) = discover_videos(tmp_path)
+    sample = encode_sample(item, video_format="transcoded", max_video_frames=20, video_keyint=6,
+                           video_short_side=101)  # 272x640 -> 101x238 -> even: 100x238
+    meta = json.loads(sample["json"])
+    assert meta == {"kind": "video", "source": "bikes.mp4", "frames": 20,
+                    "fps": pytest.approx(25.0), "height": 100, "width": 238, "keyint": 6}
+    _write(tmp_path / "out.mp4", sample["mp4"])
+    assert _av_facts(tmp_path / "out.mp4") == (20, pytest.approx(25.0), 100, 238)
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+        keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        got = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert keyframes == [0, 6, 12, 18]
+    with av.open(str(BIKES)) as container:  # the source scaled by a second resampler (PIL)
+        source = [np.asarray(Image.fromarray(f.to_ndarray(format="rgb24")).resize(
+            (238, 100), Image.Resampling.BOX)) for _, f in zip(range(20), container.decode(video=0),
+                                                                strict=False)]
+    assert np.abs(got.astype(int) - np.stack(source)).mean() < 4.0
+
+
 def test_frame_folder_sample_keeps_jpegs_in_natural_order(tmp_path: Path) -> None:
     datas = {n: _image_bytes("JPEG", seed=n) for n in (1, 2, 10)}
     for n, data in datas.items():
@@ -186,8 +209,9 @@ def test_corrupt_inputs_raise_bad_input(tmp_path: Path) -> None:
             encode_sample(item)
         assert "\n" not in str(err.value) and err.value.reason
         assert err.value.path.startswith(item.path)
-    with pytest.raises(BadInput):
-        encode_sample(video, video_format="frames")
+    for mode in ("frames", "transcoded"):
+        with pytest.raises(BadInput):
+            encode_sample(video, video_format=mode)
 
 
 def test_source_fingerprint_tracks_content_changes(tmp_path: Path) -> None:

@@ -52,8 +52,12 @@ def plan_shards(items: Sequence[SourceItem], out_url: str, prefix: str, samples_
 
 def content_config(cfg: ShardConfig) -> dict[str, object]:
     """The config fields that change a shard's bytes (not its size, parallelism or bad limit)."""
-    return {"video_format": cfg.video_format, "max_video_frames": cfg.max_video_frames,
-            "image_max_side": cfg.image_max_side}
+    fields: dict[str, object] = {"video_format": cfg.video_format,
+                                 "max_video_frames": cfg.max_video_frames,
+                                 "image_max_side": cfg.image_max_side}
+    if cfg.video_format == "transcoded":  # only then: shards written before these keys stay valid
+        fields |= {"video_keyint": cfg.video_keyint, "video_short_side": cfg.video_short_side}
+    return fields
 
 
 def inputs_fingerprint(items: Sequence[SourceItem], cfg: ShardConfig) -> str:
@@ -91,7 +95,9 @@ def write_shard(items: Sequence[SourceItem], url: str, storage: Storage, cfg: Sh
                 try:
                     sample = encode_sample(item, video_format=cfg.video_format,
                                            max_video_frames=cfg.max_video_frames,
-                                           image_max_side=cfg.image_max_side)
+                                           image_max_side=cfg.image_max_side,
+                                           video_keyint=cfg.video_keyint,
+                                           video_short_side=cfg.video_short_side)
                 except BadInput as err:
                     bad.append({"source": item.name, "reason": err.reason})
                     continue

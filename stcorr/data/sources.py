@@ -14,6 +14,8 @@ Sample format (the shard reader reads exactly this):
 - images: the original bytes under ``jpg``/``png``/``webp``/``bmp`` (re-encoded as ``jpg`` only
   when ``image_max_side`` asks for it);
 - video files, ``encoded``: the file bytes under ``mp4``/``avi``/``mkv``/``webm``;
+- video files, ``transcoded``: H.264 with a keyframe every ``keyint`` frames under ``mp4``, the
+  json adding ``"keyint"``;
 - frame folders (any mode) and video files in ``frames`` mode: ``f000000.jpg``, ``f000001.jpg``...
 """
 
@@ -32,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from stcorr.data.decode import VideoSource, decode_image, open_video
+from stcorr.data.transcode import output_size, transcode_h264
 
 IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
 VIDEO_EXTS = {".mp4": "mp4", ".avi": "avi", ".mkv": "mkv", ".webm": "webm"}
@@ -40,6 +43,7 @@ JPEG_QUALITY = 90  # re-encoded frames: visually lossless, ~4x smaller than PNG
 DECODE_CHUNK = 32  # frames decoded at once in 'frames' mode: bounds memory on long videos
 
 ItemKind = Literal["image", "video_file", "frame_folder"]
+VideoFormat = Literal["encoded", "transcoded", "frames"]
 
 
 class BadInput(ValueError):
@@ -142,13 +146,15 @@ def frame_files(folder: Path) -> list[Path]:
                                          for t in re.split(r"(\d+)", p.name)])
 
 
-def encode_sample(item: SourceItem, *, video_format: Literal["encoded", "frames"] = "encoded",
-                  max_video_frames: int | None = None,
-                  image_max_side: int | None = None) -> dict[str, str | bytes]:
+def encode_sample(item: SourceItem, *, video_format: VideoFormat = "encoded",
+                  max_video_frames: int | None = None, image_max_side: int | None = None,
+                  video_keyint: int = 8, video_short_side: int | None = None
+                  ) -> dict[str, str | bytes]:
     """Build the WebDataset sample for ``item`` (format in the module docstring), validating it.
 
     Images are fully decoded; video files are opened and their first and last frames decoded
-    (a truncated file fails either here or when it is opened), not the whole stream.
+    (a truncated file fails either here or when it is opened), not the whole stream, except in
+    ``transcoded`` mode (``stcorr.data.transcode``), which decodes every frame it keeps.
 
     Raises:
         BadInput: the input is corrupt, truncated, empty or unreadable.
@@ -160,6 +166,8 @@ def encode_sample(item: SourceItem, *, video_format: Literal["encoded", "frames"
             return _frame_folder_sample(item, max_video_frames)
         if video_format == "frames":
             return _video_frames_sample(item, max_video_frames)
+        if video_format == "transcoded":
+            return _video_transcoded_sample(item, max_video_frames, video_keyint, video_short_side)
         return _video_file_sample(item)
     except BadInput:
         raise
@@ -189,6 +197,18 @@ def _video_file_sample(item: SourceItem) -> dict[str, str | bytes]:
             "height": info.height, "width": info.width}
     ext = VIDEO_EXTS[Path(item.path).suffix.lower()]
     return {"__key__": sample_key(item.name), "json": _json(meta), ext: data}
+
+
+def _video_transcoded_sample(item: SourceItem, max_frames: int | None, keyint: int,
+                             short_side: int | None) -> dict[str, str | bytes]:
+    video = open_video(item.path, name=item.path, threads=1)
+    info = video.info
+    count = min(info.frames, max_frames or info.frames)
+    height, width = output_size(info.height, info.width, short_side)
+    data = transcode_h264(_decode_in_chunks(video, count), info.fps, (height, width), keyint)
+    meta = {"kind": "video", "source": item.name, "frames": count, "fps": info.fps,
+            "height": height, "width": width, "keyint": keyint}
+    return {"__key__": sample_key(item.name), "json": _json(meta), "mp4": data}
 
 
 def _video_frames_sample(item: SourceItem, max_frames: int | None) -> dict[str, str | bytes]:
