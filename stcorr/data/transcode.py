@@ -39,15 +39,18 @@ def x264_options(keyint: int) -> dict[str, str]:
             "threads": "1"}
 
 
-def transcode_h264(frames: Iterable[np.ndarray], fps: float | None, size: tuple[int, int],
-                   keyint: int) -> bytes:
-    """Encode RGB frames as an H.264 MP4 in memory.
+def encode_mp4(frames: Iterable[np.ndarray], *, rate: Fraction, size: tuple[int, int], codec: str,
+               options: dict[str, str], bit_rate: int | None = None) -> bytes:
+    """Encode RGB frames as a yuv420p MP4 in memory, single-threaded; one packet per frame in.
 
     Args:
-        frames: ``(H0, W0, 3)`` uint8 frames in display order, any size.
-        fps: frame rate of the source; ``None`` or 0 means ``DEFAULT_FPS``.
-        size: (H, W) of the output, even sides; frames of another size are scaled (area filter).
-        keyint: frames between keyframes.
+        frames: ``(H0, W0, 3)`` uint8 frames in display order; frames of another size than
+            ``size`` are scaled (area filter).
+        rate: frame rate.
+        size: (H, W) of the output, even sides.
+        codec: a PyAV encoder name (``libx264``, ``mpeg4``).
+        options: the encoder's options.
+        bit_rate: target bit rate, for encoders without a quality mode.
 
     Returns:
         The MP4 file's bytes.
@@ -55,13 +58,14 @@ def transcode_h264(frames: Iterable[np.ndarray], fps: float | None, size: tuple[
     import av
 
     height, width = size
-    rate = Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate, options=x264_options(keyint))
+        stream = container.add_stream(codec, rate=rate, options=options)
         assert isinstance(stream, av.VideoStream), "a video codec gives a video stream"
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.thread_count = 1
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
         for frame in frames:
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             if frame.shape[:2] != (height, width):
@@ -69,3 +73,20 @@ def transcode_h264(frames: Iterable[np.ndarray], fps: float | None, size: tuple[
             container.mux(stream.encode(picture))
         container.mux(stream.encode())  # flush delayed packets
     return buffer.getvalue()
+
+
+def transcode_h264(frames: Iterable[np.ndarray], fps: float | None, size: tuple[int, int],
+                   keyint: int) -> bytes:
+    """Encode RGB frames as an H.264 MP4 in memory with ``x264_options(keyint)``.
+
+    Args:
+        frames: ``(H0, W0, 3)`` uint8 frames in display order, any size.
+        fps: frame rate of the source; ``None`` or 0 means ``DEFAULT_FPS``.
+        size: (H, W) of the output, even sides.
+        keyint: frames between keyframes.
+
+    Returns:
+        The MP4 file's bytes.
+    """
+    rate = Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
+    return encode_mp4(frames, rate=rate, size=size, codec="libx264", options=x264_options(keyint))
