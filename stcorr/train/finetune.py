@@ -78,6 +78,7 @@ class FinetuneStage(TrainStage):
             shuffle_buffer=16,
             resampled=True,
             samples_per_rank=section.steps * section.batch_size,
+            decoder=self.cfg.compute.video_decoder,
             s3_endpoint_url=self.cfg.storage.s3_endpoint_url,
         )
         loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
