@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from stcorr.train.checkpoint import (
+    STATE_FILE,
     CheckpointError,
     capture_state,
     restore_checkpoint,
@@ -21,6 +24,7 @@ from stcorr.train.checkpoint import (
 )
 from stcorr.train.schedule import cosine_with_warmup
 from stcorr.train.teacher import freeze, state_sha256
+from stcorr.train.worker import checkpoint_folder
 
 
 def _model() -> nn.Module:
@@ -154,3 +158,47 @@ def test_teacher_hash_is_stable_sensitive_and_frozen() -> None:
     assert state_sha256(changed) != state_sha256(state)
     assert not model.training
     assert all(not p.requires_grad for p in model.parameters())
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def test_ranks_restoring_one_s3_checkpoint_on_one_node_each_read_their_own_copy(
+    s3: str, tmp_path: Path
+) -> None:
+    """After a failure every rank restores the same checkpoint from S3 at once, several of them
+    on one node. Each gets a folder of its own: a rank that downloads later does not rewrite the
+    state.pt another rank is reading (Ray's Checkpoint.as_directory shares one folder per node
+    and does, ray-project/ray#48726). A local checkpoint is read in place and left alone."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    torch.manual_seed(0)
+    model = _model()
+    save_checkpoint(tmp_path / "local", step=7, config={}, model=model)
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=s3, scheme="http", region="us-east-1")
+    pyarrow.fs.copy_files(str(tmp_path / "local"), "bucket/run/checkpoint_000001", destination_filesystem=fs)
+    checkpoint = Checkpoint("bucket/run/checkpoint_000001", filesystem=fs)
+    twin = pickle.loads(pickle.dumps(checkpoint))  # what another rank receives: the same checkpoint
+
+    def restored(folder: Path) -> nn.Module:
+        other = _model()
+        assert restore_checkpoint(folder, model=other)["step"] == 7
+        return other
+
+    with checkpoint_folder(checkpoint) as first:
+        before = _file_identity(first / STATE_FILE)
+        with checkpoint_folder(twin) as second:
+            assert second != first
+            restored(second)
+        assert _file_identity(first / STATE_FILE) == before  # not rewritten while in use
+        for key, value in restored(first).state_dict().items():
+            assert torch.equal(value, model.state_dict()[key]), key
+    assert not first.exists() and not second.exists()
+
+    local = Checkpoint.from_directory(str(tmp_path / "local"))
+    with checkpoint_folder(local) as folder:
+        assert folder == tmp_path / "local"
+    assert (tmp_path / "local" / STATE_FILE).is_file()

@@ -4,69 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from s3server import free_port, start_moto, stop
 
 from stcorr.config_sections import StorageConfig
 from stcorr.storage import Storage, StorageError, StorageNotFoundError, storage_from_config
-
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **(extra_env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            return server, url
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"moto_server did not answer on {url} within 30 s")
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """A moto S3 server with credentials in the environment; yields its endpoint URL."""
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
-    server, url = _start_moto()
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="bucket")
-    yield url
-    _stop(server)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def test_local_round_trip_is_atomic(tmp_path: Path) -> None:
@@ -130,7 +78,7 @@ def test_s3_missing_bucket_is_one_line(s3: str) -> None:
 
 @pytest.mark.slow
 def test_unreachable_endpoint_fails_fast_after_retries() -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     store = Storage(endpoint_url=endpoint, retries=4)
     start = time.monotonic()
     with pytest.raises(StorageError) as err:
@@ -147,7 +95,7 @@ def test_wrong_and_missing_credentials_are_one_line(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     # moto checks credentials (against its own IAM) only when asked to.
-    server, url = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    server, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
         with pytest.raises(StorageError) as wrong:
             Storage(endpoint_url=url, retries=2).write_bytes("s3://bucket/x", b"1")
@@ -167,7 +115,7 @@ def test_wrong_and_missing_credentials_are_one_line(monkeypatch: pytest.MonkeyPa
             "s3://bucket/x: cannot read: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY or configure ~/.aws/credentials")
     finally:
-        _stop(server)
+        stop(server)
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

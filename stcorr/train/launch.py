@@ -20,7 +20,7 @@ from stcorr.config import PipelineConfig
 from stcorr.storage import is_s3, split_s3, storage_from_config
 from stcorr.tracking import resolve_uri
 from stcorr.train.stages import StageInputs
-from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, STOP_FILE, train_worker
+from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, STOP_FILE, checkpoint_folder, train_worker
 
 
 class NonFiniteLossError(RuntimeError):
@@ -174,9 +174,9 @@ def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     extras: dict[str, str] = {}
-    with result.checkpoint.as_directory() as folder:
-        shutil.copyfile(Path(folder) / ENCODER_FILE, out_dir / ENCODER_FILE)
-        for extra in Path(folder).glob("*.txt"):
+    with checkpoint_folder(result.checkpoint) as folder:
+        shutil.copyfile(folder / ENCODER_FILE, out_dir / ENCODER_FILE)
+        for extra in folder.glob("*.txt"):
             extras[extra.name] = extra.read_text()
     path = result.checkpoint.path
     location = f"s3://{path}" if is_s3(cfg.storage.root) else path

@@ -9,12 +9,14 @@ repeats the uninterrupted run's steps.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +69,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            start = int(
-                restore_checkpoint(Path(folder), model=module, optimizer=optimizer, scheduler=scheduler)[
-                    "step"
-                ]
-            )
+        with checkpoint_folder(checkpoint) as folder:
+            restored = restore_checkpoint(folder, model=module, optimizer=optimizer, scheduler=scheduler)
+        start = int(restored["step"])
     log = Rank0(rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), system_metrics=True)
     if start:
         log.metrics({"resumed_from_step": start}, start)
@@ -90,6 +89,29 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         log.flush()
     finally:
         log.close()
+
+
+@contextlib.contextmanager
+def checkpoint_folder(checkpoint: Any) -> Iterator[Path]:
+    """A ``ray.train.Checkpoint`` as a local folder that no other process writes to.
+
+    A checkpoint on local storage is read in place. A remote one (S3) is downloaded into a
+    folder of the caller's own, removed on exit. ``Checkpoint.as_directory`` shares one folder
+    among the processes of a node and lets a late one download again into it while an earlier
+    one reads (ray-project/ray#48726): ranks restoring together on one node then read a
+    half-rewritten ``state.pt``.
+    """
+    import pyarrow.fs  # type: ignore[import-untyped]
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        yield Path(checkpoint.path)
+        return
+    folder = tempfile.mkdtemp(prefix="stcorr-restore-")
+    try:
+        checkpoint.to_directory(folder)
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_steps(
