@@ -74,18 +74,12 @@ def fit_stage(
         NonFiniteLossError: the loss stopped being finite; names the step and last checkpoint.
         TrainingError: a worker failed more often than ``FailureConfig`` retries.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     init_ray(cfg.compute)
     storage = storage_from_config(cfg.storage)
     marker, stop = marker_url(cfg, run_name), marker_url(cfg, run_name, STOP_FILE)
     for stale in (marker, stop):
         if storage.exists(stale):
             storage.delete(stale)
-    storage_path, filesystem = ray_storage(cfg)
-    compute = cfg.compute.for_stage(stage)
-    gpu = compute.gpus_per_worker > 0
     loop_config = {
         "stage": stage,
         "config": cfg.model_dump(mode="json"),
@@ -95,22 +89,7 @@ def fit_stage(
         "marker_url": marker,
         "stop_url": stop,
     }
-    resources = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if gpu else {})}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(
-            num_workers=compute.workers, use_gpu=gpu, resources_per_worker=resources
-        ),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=2),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
+    trainer = _trainer(cfg, stage, run_name, loop_config)
     with interrupt.stoppable(stage, lambda: storage.write_bytes(stop, b"{}")):
         result = _fit(trainer, stage)
     signum = interrupt.stopped(stage)
@@ -127,6 +106,32 @@ def fit_stage(
             f"{stage}: loss is not finite at step {step}; stopped. Last good checkpoint: {last}"
         )
     return _collect(cfg, result, run_name)
+
+
+def _trainer(cfg: PipelineConfig, stage: str, run_name: str, loop_config: dict[str, Any]) -> Any:
+    """The ``TorchTrainer`` of one stage: its workers, resources, storage and retries."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_path, filesystem = ray_storage(cfg)
+    compute = cfg.compute.for_stage(stage)
+    gpu = compute.gpus_per_worker > 0
+    resources = {"CPU": compute.cpus_per_worker, **({"GPU": compute.gpus_per_worker} if gpu else {})}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=compute.workers, use_gpu=gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
 
 
 def _fit(trainer: Any, stage: str) -> Any:
