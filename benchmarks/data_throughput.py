@@ -71,10 +71,9 @@ import decord
 import numpy as np
 import torch
 import webdataset as wds
-from clip_data import KEYINT, SETTINGS, Sizes, clear_cache, write_data  # benchmarks/ is on the path
+from clip_data import CRF, KEYINT, SETTINGS, Sizes, clear_cache, write_data  # benchmarks/ is on the path
 from PIL import Image
 
-from stcorr.data import transcode
 from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
 from stcorr.data.reader import make_clip_dataset, make_loader
 
@@ -227,7 +226,7 @@ def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
     with tempfile.TemporaryDirectory(prefix="stcorr-bench-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        counts, sizes = write_data(root, setting, videos, per_shard=4)
+        counts, sizes = write_data(root, setting, videos, per_shard=4, crf=args.crf)
         clear_cache()
         print(f"{setting}: wrote {videos} videos in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
@@ -307,6 +306,8 @@ def main() -> None:
     parser.add_argument("--gap", type=int, default=2, help="frame gap inside a clip")
     parser.add_argument("--crop", type=int, default=256, help="output side S")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crf", type=int, default=CRF, help="shard.video_crf of (a)'s shards "
+                        f"(default: the shard stage's, {CRF}; x264's own default is 23)")
     parser.add_argument("--lab", action="store_true", help="also convert to Lab in (a) and (b)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -326,7 +327,7 @@ def main() -> None:
     setup = {"encoding": "sources: libx264 defaults (preset medium, crf 23, keyint 250, "
              "3 B-frames), yuv420p, 25 fps, mp4; JPEG folders of the same source frames, quality "
              f"90; (a) and (c): the shard stage's transcoded mode, keyint {KEYINT}, no B-frames, "
-             f"fastdecode, crf {transcode.CRF}, video_short_side as the setting says",
+             f"fastdecode, crf {args.crf}, video_short_side as the setting says",
              "clip": f"T={spec.frames} gap={spec.frame_gap} crop={spec.crop_size} lab={spec.lab} "
              "(one clip per video per pass, the same clips for all three)",
              "batch": args.batch, "repetitions": args.reps, "threads": 1,

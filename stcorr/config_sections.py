@@ -170,6 +170,12 @@ class ShardConfig(Section):
         None, description="'transcoded' mode: scale videos down to this short side once, at shard "
         "time (256 is Kinetics as CRW reads it); null keeps the size.",
     )
+    video_crf: int = Field(
+        18, ge=0, le=51, description="'transcoded' mode: x264's constant rate factor (0 = lossless, "
+        "51 = worst). 18 keeps a second-generation copy of lossy web video close to the source; "
+        "x264's default, 23, gave 45% smaller videos and 30% faster clip decodes at 2.3 dB lower "
+        "PSNR (Big Buck Bunny at 454x256).",
+    )
     max_video_frames: PosInt | None = Field(
         None, description="Keep at most this many frames per video in 'frames' and 'transcoded' "
         "modes; null = all."

@@ -59,7 +59,7 @@ def test_pyav_matches_decord_on_the_same_indices() -> None:
 
 def _transcoded_bikes(keyint: int) -> bytes:
     frames = open_video(BIKES, backend="pyav").get_frames(range(60))[:, ::4, ::4]  # (60, 68, 160, 3)
-    return transcode_h264(iter(frames), 25.0, (68, 160), keyint)
+    return transcode_h264(iter(frames), 25.0, (68, 160), keyint, crf=18)
 
 
 @pytest.mark.parametrize("source", ["bikes", "keyint4"])

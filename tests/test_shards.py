@@ -323,8 +323,8 @@ def test_transcoded_shard_reads_as_clips_and_keyint_is_part_of_the_fingerprint(
     assert (a["rgb"] - b["rgb"]).abs().mean() < 0.5 / 255  # one FFmpeg H.264 decoder underneath
     with pytest.raises(ValueError, match="backend='opencv': unknown"):
         make_clip_dataset([url], rank=0, world_size=1, clip=spec, seed=0, decoder="opencv")
-    other = cfg.model_copy(update={"video_keyint": 8})
-    assert inputs_fingerprint(items, other) != inputs_fingerprint(items, cfg)
+    for change in ({"video_keyint": 8}, {"video_crf": 23}):
+        assert inputs_fingerprint(items, cfg.model_copy(update=change)) != inputs_fingerprint(items, cfg)
     plain = ShardConfig()
     assert inputs_fingerprint(items, plain) == inputs_fingerprint(
-        items, plain.model_copy(update={"video_keyint": 8 + 1}))
+        items, plain.model_copy(update={"video_keyint": 8 + 1, "video_crf": 23}))

@@ -167,7 +167,8 @@ def test_video_file_sample_transcoded_mode(tmp_path: Path) -> None:
                            video_short_side=101)  # 272x640 -> 101x238 -> even: 100x238
     meta = json.loads(sample["json"])
     assert meta == {"kind": "video", "source": "bikes.mp4", "frames": 20,
-                    "fps": pytest.approx(25.0), "height": 100, "width": 238, "keyint": 6}
+                    "fps": pytest.approx(25.0), "height": 100, "width": 238, "keyint": 6,
+                    "crf": 18}
     _write(tmp_path / "out.mp4", sample["mp4"])
     assert _av_facts(tmp_path / "out.mp4") == (20, pytest.approx(25.0), 100, 238)
     with av.open(str(tmp_path / "out.mp4")) as container:
@@ -180,7 +181,15 @@ def test_video_file_sample_transcoded_mode(tmp_path: Path) -> None:
         source = [np.asarray(Image.fromarray(f.to_ndarray(format="rgb24")).resize(
             (238, 100), Image.Resampling.BOX)) for _, f in zip(range(20), container.decode(video=0),
                                                                 strict=False)]
-    assert np.abs(got.astype(int) - np.stack(source)).mean() < 4.0
+    error = np.abs(got.astype(int) - np.stack(source)).mean()
+    assert error < 4.0
+    coarse = encode_sample(item, video_format="transcoded", max_video_frames=20, video_keyint=6,
+                           video_short_side=101, video_crf=35)  # shard.video_crf reaches x264
+    assert json.loads(coarse["json"])["crf"] == 35 and len(coarse["mp4"]) < len(sample["mp4"]) / 2
+    _write(tmp_path / "coarse.mp4", coarse["mp4"])
+    with av.open(str(tmp_path / "coarse.mp4")) as container:
+        rough = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.abs(rough.astype(int) - np.stack(source)).mean() > error + 0.5
 
 
 def test_frame_folder_sample_keeps_jpegs_in_natural_order(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def content_config(cfg: ShardConfig) -> dict[str, object]:
                                  "max_video_frames": cfg.max_video_frames,
                                  "image_max_side": cfg.image_max_side}
     if cfg.video_format == "transcoded":  # only then: shards written before these keys stay valid
-        fields |= {"video_keyint": cfg.video_keyint, "video_short_side": cfg.video_short_side}
+        fields |= {"video_keyint": cfg.video_keyint, "video_short_side": cfg.video_short_side,
+                   "video_crf": cfg.video_crf}
     return fields
 
 
@@ -97,7 +98,8 @@ def write_shard(items: Sequence[SourceItem], url: str, storage: Storage, cfg: Sh
                                            max_video_frames=cfg.max_video_frames,
                                            image_max_side=cfg.image_max_side,
                                            video_keyint=cfg.video_keyint,
-                                           video_short_side=cfg.video_short_side)
+                                           video_short_side=cfg.video_short_side,
+                                           video_crf=cfg.video_crf)
                 except BadInput as err:
                     bad.append({"source": item.name, "reason": err.reason})
                     continue

@@ -148,7 +148,7 @@ def frame_files(folder: Path) -> list[Path]:
 
 def encode_sample(item: SourceItem, *, video_format: VideoFormat = "encoded",
                   max_video_frames: int | None = None, image_max_side: int | None = None,
-                  video_keyint: int = 8, video_short_side: int | None = None
+                  video_keyint: int = 8, video_short_side: int | None = None, video_crf: int = 18
                   ) -> dict[str, str | bytes]:
     """Build the WebDataset sample for ``item`` (format in the module docstring), validating it.
 
@@ -167,7 +167,8 @@ def encode_sample(item: SourceItem, *, video_format: VideoFormat = "encoded",
         if video_format == "frames":
             return _video_frames_sample(item, max_video_frames)
         if video_format == "transcoded":
-            return _video_transcoded_sample(item, max_video_frames, video_keyint, video_short_side)
+            return _video_transcoded_sample(item, max_video_frames, video_keyint, video_short_side,
+                                            video_crf)
         return _video_file_sample(item)
     except BadInput:
         raise
@@ -200,14 +201,14 @@ def _video_file_sample(item: SourceItem) -> dict[str, str | bytes]:
 
 
 def _video_transcoded_sample(item: SourceItem, max_frames: int | None, keyint: int,
-                             short_side: int | None) -> dict[str, str | bytes]:
+                             short_side: int | None, crf: int) -> dict[str, str | bytes]:
     video = open_video(item.path, name=item.path, threads=1)
     info = video.info
     count = min(info.frames, max_frames or info.frames)
     height, width = output_size(info.height, info.width, short_side)
-    data = transcode_h264(_decode_in_chunks(video, count), info.fps, (height, width), keyint)
+    data = transcode_h264(_decode_in_chunks(video, count), info.fps, (height, width), keyint, crf)
     meta = {"kind": "video", "source": item.name, "frames": count, "fps": info.fps,
-            "height": height, "width": width, "keyint": keyint}
+            "height": height, "width": width, "keyint": keyint, "crf": crf}
     return {"__key__": sample_key(item.name), "json": _json(meta), "mp4": data}
 
 

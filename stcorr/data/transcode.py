@@ -22,7 +22,6 @@ from fractions import Fraction
 
 import numpy as np
 
-CRF = 18  # visually lossless for a second generation; the source is already lossy
 DEFAULT_FPS = 25.0  # where the container carries no frame rate
 
 
@@ -33,9 +32,10 @@ def output_size(height: int, width: int, short_side: int | None) -> tuple[int, i
     return max(2, round(height * scale) // 2 * 2), max(2, round(width * scale) // 2 * 2)
 
 
-def x264_options(keyint: int) -> dict[str, str]:
-    """libx264 options: a keyframe every ``keyint`` frames, no B-frames, fast to decode."""
-    return {"g": str(keyint), "bf": "0", "tune": "fastdecode", "crf": str(CRF), "preset": "fast",
+def x264_options(keyint: int, crf: int) -> dict[str, str]:
+    """libx264 options: a keyframe every ``keyint`` frames, no B-frames, fast to decode, constant
+    quality ``crf`` (0 lossless .. 51; x264's default is 23)."""
+    return {"g": str(keyint), "bf": "0", "tune": "fastdecode", "crf": str(crf), "preset": "fast",
             "threads": "1"}
 
 
@@ -76,17 +76,19 @@ def encode_mp4(frames: Iterable[np.ndarray], *, rate: Fraction, size: tuple[int,
 
 
 def transcode_h264(frames: Iterable[np.ndarray], fps: float | None, size: tuple[int, int],
-                   keyint: int) -> bytes:
-    """Encode RGB frames as an H.264 MP4 in memory with ``x264_options(keyint)``.
+                   keyint: int, crf: int) -> bytes:
+    """Encode RGB frames as an H.264 MP4 in memory with ``x264_options(keyint, crf)``.
 
     Args:
         frames: ``(H0, W0, 3)`` uint8 frames in display order, any size.
         fps: frame rate of the source; ``None`` or 0 means ``DEFAULT_FPS``.
         size: (H, W) of the output, even sides.
         keyint: frames between keyframes.
+        crf: x264's constant rate factor (lower: larger files, closer to the frames, slower to
+            decode).
 
     Returns:
         The MP4 file's bytes.
     """
     rate = Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
-    return encode_mp4(frames, rate=rate, size=size, codec="libx264", options=x264_options(keyint))
+    return encode_mp4(frames, rate=rate, size=size, codec="libx264", options=x264_options(keyint, crf))
