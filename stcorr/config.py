@@ -5,7 +5,8 @@ increasing priority: the field defaults, the YAML file, ``STCORR_<SECTION>__<KEY
 environment variables, and ``--set section.key=value`` on the command line. Errors name the key
 path and what was expected, e.g. ``finetune.lr: expected a positive float, got "fast"``.
 
-The model classes live in :mod:`stcorr.config_sections`; this module loads, merges and validates.
+The model classes live in :mod:`stcorr.config_sections` and :mod:`stcorr.config_objectives`; this
+module loads, merges and validates.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ import yaml
 from pydantic import ValidationError
 
 from stcorr.config_errors import ConfigError, describe_error
+from stcorr.config_objectives import CrwConfig, MocoConfig, SttConfig
 from stcorr.config_sections import (
     ComputeConfig,
-    CrwConfig,
     DataConfig,
     EvaluateConfig,
     FinetuneConfig,
-    MocoConfig,
     PipelineConfig,
     PretrainConfig,
     ShardConfig,
     StorageConfig,
-    SttConfig,
     SynthConfig,
     TrackingConfig,
 )
