@@ -42,16 +42,15 @@ def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate"
     outputs["finetune"] = finetune
     if until == "finetune":
         return outputs
-    from stcorr.eval.features import objective_of
     from tasks.evaluate import evaluate_task
 
     benchmarks = {name: sources[name] for name in cfg.evaluate.benchmarks if name in sources}
-    outputs["evaluate"] = evaluate_task(
+    outputs["evaluate"] = evaluate_task(  # each encoder is run as its stored input contract says
         cfg,
         finetune.encoder,
         teacher.encoder,
         benchmarks,
-        objective=objective_of(cfg.finetune),
+        calibration=sources.get("videos"),  # training frames for the random baseline's BatchNorm
         pipeline=pipeline_id,
     )
     return outputs

@@ -35,11 +35,14 @@ def synth(
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Write the synthetic data: images, videos (.mp4 and JPEG folders), DAVIS/VIP/JHMDB benchmarks."""
+    """Write the synthetic data: images, videos (.mp4 and JPEG folders), DAVIS/VIP/JHMDB benchmarks,
+    and the real-footage DAVIS-layout benchmark (evaluation only) in OUT/footage."""
+    from stcorr.data.footage import write_footage
     from stcorr.data.synthetic import generate
 
     cfg = _load(config, sets)
     roots = generate(out, cfg.data.synth)
+    roots["footage"] = write_footage(out / "footage", cfg.data.footage)
     for name, root in roots.items():
         typer.echo(f"{name:>14}: {root}")
 

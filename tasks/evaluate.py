@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from stcorr.eval.features import ModelSpec, load_model
 from stcorr.eval.harness import (
+    PROTOCOL,
     BenchmarkResult,
     evaluate_benchmark,
     log_benchmark,
@@ -25,32 +27,56 @@ from stcorr.eval.harness import (
     results_table,
     table_row,
 )
+from stcorr.eval.intervals import object_scores
+from stcorr.eval.ranking import compare
 
-BenchmarkName = Literal["davis", "vip", "jhmdb"]
+BenchmarkName = Literal["footage", "davis", "vip", "jhmdb"]
 OUTPUT_ARTIFACT = "evaluate/stage_output.json"
 
 
-def _models(cfg: PipelineConfig, candidate: str | None, teacher: str | None,
-            objective: str) -> tuple[list[ModelSpec], list[str]]:
-    """The candidate (if any) and the configured baselines; baselines without inputs skipped."""
+def _models(cfg: PipelineConfig, candidate: str | None, teacher: str | None, objective: str | None,
+            calibration: str | None) -> tuple[list[ModelSpec], list[str]]:
+    """The candidate (if any) and the configured baselines; baselines without inputs skipped.
+
+    Every encoder is run as its input contract says (``objective`` overrides the candidate's);
+    the random baseline copies the candidate's contract and, given training frames
+    (``calibration``), gets its BatchNorm statistics recalibrated on them.
+    """
     stride, tracking = cfg.evaluate.stride, cfg.tracking
-    models = [load_model(candidate, objective=objective, stride=stride, tracking=tracking,
-                         name="candidate")] if candidate else []
-    skipped = []
+    cand = load_model(candidate, objective=objective, stride=stride, tracking=tracking,
+                      name="candidate") if candidate else None
+    models, skipped = ([cand] if cand else []), []
     for baseline in cfg.evaluate.baselines:
-        if baseline == "teacher" and not teacher:
-            skipped.append("teacher")
-            continue
-        ref = teacher if baseline == "teacher" and teacher else baseline
-        models.append(load_model(ref, objective=objective, stride=stride, tracking=tracking,
-                                 name=baseline, teacher=baseline == "teacher"))
+        if baseline == "teacher":
+            if teacher:  # the spatial encoder: its own contract (RGB), never the candidate's
+                models.append(load_model(teacher, stride=stride, tracking=tracking, name="teacher",
+                                         fallback="moco"))
+            else:
+                skipped.append("teacher")
+        elif baseline == "random":
+            models.append(_random(cfg, cand, objective, calibration))
+        else:
+            models.append(load_model(baseline, stride=stride))
     return models, skipped
 
 
+def _random(cfg: PipelineConfig, cand: ModelSpec | None, objective: str | None,
+            calibration: str | None) -> ModelSpec:
+    """The random baseline with the candidate's contract, recalibrated when frames are given."""
+    from stcorr.eval.calibrate import calibrated_random
+
+    spec = load_model("random", objective=objective, stride=cfg.evaluate.stride,
+                      like=cand.contract if cand else None)
+    if calibration and cfg.evaluate.random_bn_frames:
+        return calibrated_random(spec, calibration, cfg.evaluate.random_bn_frames)
+    note = "BatchNorm statistics at their initial values (no training frames given)"
+    return dataclasses.replace(spec, notes=(*spec.notes, note))
+
+
 def _identity(model: ModelSpec) -> str:
-    """What the fingerprint knows of a model: its kind, input, preset and weights' sha256."""
+    """What the fingerprint knows of a model: kind, contract, notes and the weights' sha256."""
     digest = hashlib.sha256(Path(model.weights).read_bytes()).hexdigest() if model.weights else ""
-    return f"{model.name}:{model.kind}:{model.input}:{model.preset}:{model.stride}:{digest}"
+    return f"{model.name}:{model.kind}:{model.contract.to_dict()}:{model.notes}:{digest}"
 
 
 def _data_identity(name: str, root: str, max_sequences: int | None) -> str:
@@ -85,18 +111,21 @@ def _reuse(cfg: PipelineConfig, fp: str) -> dict[str, Any] | None:
 
 def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
                  teacher_encoder: str | None, benchmarks: Mapping[BenchmarkName, str], *,
-                 objective: str, pipeline: str = "") -> dict[str, Any]:
+                 objective: str | None = None, calibration: str | None = None,
+                 pipeline: str = "") -> dict[str, Any]:
     """Evaluate the candidate and the baselines; log metrics, tables and pictures to MLflow.
 
     Skipped (its output reused) when MLflow holds a FINISHED evaluate run with the same
-    fingerprint: the ``evaluate`` section, the objective, the models' weights and the data.
+    fingerprint: the ``evaluate`` section, the models' contracts and weights, and the data.
 
     Args:
         cfg: the pipeline config (``evaluate`` section, tracking, compute, storage).
         candidate_encoder: encoder file or ``models:/`` reference; None = baselines only.
         teacher_encoder: the teacher's file or reference, for the ``teacher`` baseline.
         benchmarks: benchmark name -> root folder; only ``evaluate.benchmarks`` are run.
-        objective: how the candidate was trained ("stt" or "crw"): its input and preset.
+        objective: override of the candidate's input contract (``--objective`` spellings);
+            None runs every encoder as its contract says.
+        calibration: training video source for the random baseline's BatchNorm statistics.
         pipeline: the pipeline run's tag value.
 
     Returns:
@@ -114,8 +143,8 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
         raise ValueError(f"evaluate.benchmarks: none of {list(cfg.evaluate.benchmarks)} has a "
                          f"root folder (got {sorted(benchmarks)}); set data.davis/vip/jhmdb")
     data = [_data_identity(b, root, cfg.evaluate.max_sequences) for b, root in roots.items()]
-    models, skipped = _models(cfg, candidate_encoder, teacher_encoder, objective)
-    fp = stage_fingerprint("evaluate", cfg.evaluate, objective, *map(_identity, models), *data)
+    models, skipped = _models(cfg, candidate_encoder, teacher_encoder, objective, calibration)
+    fp = stage_fingerprint("evaluate", cfg.evaluate, *map(_identity, models), *data)
     with claim(cfg, "evaluate", fp, lambda: _reuse(cfg, fp)) as done:
         return done or _evaluate(cfg, fp, models, roots, skipped, pipeline)
 
@@ -132,12 +161,30 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
             log_benchmark(run, result, prefix="" if result.model == "candidate" else f"{result.model}/")
         table = results_table([table_row(m.name, [r for r in results if r.model == m.name])
                                for m in models])
-        (out_dir / "results.md").write_text(table + "\n")
+        objects = _object_scores(results)
+        comparisons = [c for bench, scores in objects.items()
+                       for c in compare(bench, scores, cfg.evaluate.bootstrap_samples)]
+        run.log_metrics({f"compare/{c.benchmark}/{c.a}_vs_{c.b}/{k}": v for c in comparisons
+                         for k, v in (("diff", c.diff.value), ("low", c.diff.low), ("high", c.diff.high))})
+        lines = [table, "", *(c.line() for c in comparisons)]
+        (out_dir / "results.md").write_text("\n".join(lines) + "\n")
         run.log_file(out_dir / "results.md", "evaluate")
         output = {"fingerprint": fp, "run_id": run.run_id, "out_dir": str(out_dir.resolve()),
-                  "table": table, "skipped": skipped, "summaries": _summaries(results)}
+                  "table": table, "skipped": skipped, "summaries": _summaries(results),
+                  "comparisons": [c.to_dict() for c in comparisons], "objects": objects,
+                  "notes": {m.name: list(m.notes) for m in models},
+                  "contracts": {m.name: m.contract.describe() for m in models if m.kind != "copy"}}
         run.log_json(output, OUTPUT_ARTIFACT)
     return output
+
+
+def _object_scores(results: list[BenchmarkResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{benchmark: {model: {object: J&F}}}`` for the benchmarks scored with the DAVIS protocol."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        if PROTOCOL[r.benchmark] == "davis":
+            out.setdefault(r.benchmark, {})[r.model] = object_scores(r.rows)
+    return out
 
 
 def _summaries(results: list[BenchmarkResult]) -> dict[str, dict[str, dict[str, float]]]:

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stcorr.config import PipelineConfig
+from stcorr.models.contract import unpack
 from stcorr.registry import resolve_encoder
 from stcorr.train.launch import NonFiniteLossError, fit_stage
 from stcorr.train.stages import StageInputs
@@ -14,6 +15,7 @@ from tasks.training import (
     StageOutput,
     claim,
     maybe_stage_run,
+    record_health,
     register,
     save_output,
     shard_urls,
@@ -43,10 +45,12 @@ def run_finetune(
     """
     import torch
 
-    shards, source_fp = shard_urls(cfg, video_manifest)
+    shards, source_fp, _ = shard_urls(cfg, video_manifest)
     teacher_file = resolve_encoder(cfg.finetune.teacher, cfg.tracking) if cfg.finetune.teacher else None
     teacher_path = str(teacher_file) if teacher_file else (teacher.encoder if teacher else None)
-    teacher_sha = state_sha256(torch.load(teacher_path, weights_only=True)) if teacher_path else ""
+    teacher_sha = ""
+    if teacher_path:  # over the weights only, as the worker hashes the loaded teacher
+        teacher_sha = state_sha256(unpack(torch.load(teacher_path, weights_only=True), teacher_path)[0])
     init_path = init.encoder if init is not None and cfg.finetune.init == "pretrain" else None
     upstream = [source_fp, init.fingerprint if init_path and init else "scratch", teacher_sha]
     workers = cfg.compute.for_stage("finetune").workers  # the batch is per rank: part of the recipe
@@ -67,11 +71,14 @@ def _train(cfg: PipelineConfig, fp: str, inputs: StageInputs, teacher_sha: str, 
         run.set_tags(
             {"stcorr.teacher.sha256": teacher_sha, "stcorr.teacher.unchanged": str(after == teacher_sha)}
         )
-        tags = {"stcorr.stage": "finetune", "objective": cfg.finetune.objective}
+        tags = {"stcorr.stage": "finetune"}  # + the encoder's contract (register_encoder)
         version = register(cfg, run, result.encoder_path, alias="candidate", tags=tags)
-        out = StageOutput(
-            "finetune", fp, str(result.encoder_path), version, run.run_id, checkpoint=result.checkpoint
-        )
+        section = cfg.finetune
+        health = record_health(run, "finetune", result.extras, {
+            "objective": section.objective, "global_distill": section.stt.global_distill,
+            "crop": section.crop_size})
+        out = StageOutput("finetune", fp, str(result.encoder_path), version, run.run_id,
+                          checkpoint=result.checkpoint, health=health)
         return save_output(run, out)
 
 

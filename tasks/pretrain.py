@@ -12,6 +12,7 @@ from tasks.training import (
     StageOutput,
     claim,
     maybe_stage_run,
+    record_health,
     register,
     save_output,
     shard_urls,
@@ -21,23 +22,24 @@ from tasks.training import (
 
 def run_pretrain(cfg: PipelineConfig, image_manifest: str, *, pipeline: str = "") -> StageOutput:
     """Train (or resume) the spatial encoder and register it in MLflow."""
-    shards, source_fp = shard_urls(cfg, image_manifest)
+    shards, source_fp, images = shard_urls(cfg, image_manifest)
     workers = cfg.compute.for_stage("pretrain").workers  # the batch is per rank: part of the recipe
     fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(workers))
     with claim(cfg, "pretrain", fp) as done:
-        return done or _train(cfg, fp, shards, pipeline)
+        return done or _train(cfg, fp, shards, images, pipeline)
 
 
-def _train(cfg: PipelineConfig, fp: str, shards: list[str], pipeline: str) -> StageOutput:
+def _train(cfg: PipelineConfig, fp: str, shards: list[str], images: int, pipeline: str) -> StageOutput:
     with maybe_stage_run(cfg, "pretrain", fp, pipeline) as run:
         result = fit_stage(
             cfg, "pretrain", StageInputs(shards=shards), run_name=f"pretrain-{fp[:16]}", run_id=run.run_id
         )
         run.log_metrics({"final_step": result.steps})
+        health = record_health(run, "pretrain", result.extras,
+                               {"queue": cfg.pretrain.moco.queue, "images": images})
         version = register(cfg, run, result.encoder_path, alias=None, tags={"stcorr.stage": "pretrain"})
-        out = StageOutput(
-            "pretrain", fp, str(result.encoder_path), version, run.run_id, checkpoint=result.checkpoint
-        )
+        out = StageOutput("pretrain", fp, str(result.encoder_path), version, run.run_id,
+                          checkpoint=result.checkpoint, health=health)
         return save_output(run, out)
 
 

@@ -27,10 +27,11 @@ class StageOutput:
     run_id: str | None = None
     sha256: str | None = None
     checkpoint: str | None = None
+    health: tuple[str, ...] = ()  # the stage's learning-health line and findings (report, console)
 
 
-def shard_urls(cfg: PipelineConfig, manifest_url: str) -> tuple[list[str], str]:
-    """The verified shard URLs of a manifest and the manifest's source fingerprint.
+def shard_urls(cfg: PipelineConfig, manifest_url: str) -> tuple[list[str], str, int]:
+    """The verified shard URLs of a manifest, its source fingerprint and its sample count.
 
     Raises:
         ShardChecksumError: a shard is missing or its sha256 differs from the manifest.
@@ -38,7 +39,8 @@ def shard_urls(cfg: PipelineConfig, manifest_url: str) -> tuple[list[str], str]:
     storage = storage_from_config(cfg.storage)
     manifest = load_manifest(manifest_url, storage)
     verify_shards(manifest, storage, full=True)
-    return [record["url"] for record in manifest["shards"]], str(manifest["source_fingerprint"])
+    samples = sum(int(record["samples"]) for record in manifest["shards"])
+    return [record["url"] for record in manifest["shards"]], str(manifest["source_fingerprint"]), samples
 
 
 def stage_fingerprint(stage: str, section: Any, *upstream: str) -> str:
@@ -81,6 +83,27 @@ def register(
     return register_encoder(
         run.client, run.run_id, encoder, model_name=cfg.tracking.model_name, alias=alias, tags=tags
     )
+
+
+def record_health(run: Any, stage: str, extras: dict[str, str], context: dict[str, Any]) -> tuple[str, ...]:
+    """Assess the stage's log-step diagnostics; log ``health/*`` metrics and tags, print them.
+
+    Returns:
+        The summary line and one line per finding (each also a ``stcorr: warning:`` on stderr).
+    """
+    import math
+    import sys
+
+    from stcorr.train.health import HEALTH_FILE, assess
+
+    health = assess(stage, json.loads(extras.get(HEALTH_FILE, "[]")), context)
+    run.log_metrics({f"health/{k}": v for k, v in health.summary.items() if math.isfinite(v)})
+    run.set_tags({"stcorr.health": "ok" if health.learned and not health.findings else "warn",
+                  "stcorr.health.findings": " | ".join(health.findings)[:4000]})
+    print(health.line(), flush=True)
+    for finding in health.findings:
+        print(f"stcorr: warning: {stage}: {finding}", file=sys.stderr, flush=True)
+    return (health.line(), *health.findings)
 
 
 OUTPUT_ARTIFACT = "stage_output.json"
@@ -139,7 +162,8 @@ def _load_output(run: Any) -> StageOutput:
     import mlflow
 
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=OUTPUT_ARTIFACT)
-    out = StageOutput(**json.loads(Path(local).read_text()))
+    data = json.loads(Path(local).read_text())
+    out = StageOutput(**{**data, "health": tuple(data.get("health", ()))})
     if out.encoder and not Path(out.encoder).is_file():  # produced on another machine
         folder = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="encoder")
         out = dataclasses.replace(out, encoder=str(next(Path(folder).glob("*.pt"))))

@@ -28,7 +28,9 @@ def test_identical_frames_with_orthogonal_nodes_return_home() -> None:
     out = walk_loss(q, tau=0.05)
     assert out["loss"].item() < 1e-6
     assert out["acc_k2"].item() == out["acc_k3"].item() == 1.0
-    assert set(out) == {"loss", "xent_k2", "xent_k3", "acc_k2", "acc_k3", "affinity"}
+    assert set(out) == {"loss", "xent_k2", "xent_k3", "acc_k2", "acc_k3", "walk_acc", "walk_chance",
+                        "affinity"}
+    assert out["walk_acc"].item() == 1.0 and out["walk_chance"].item() == pytest.approx(1 / 5)
 
 
 def test_uniform_transitions_give_log_n() -> None:

@@ -24,6 +24,9 @@ TINY = [
     "data.synth.jhmdb_sequences=1",
     "data.synth.benchmark_frames=5",
     "data.synth.benchmark_size=[64, 96]",
+    "data.footage.sequences=2",
+    "data.footage.frames=6",
+    "data.footage.size=[160, 288]",
     "shard.samples_per_shard=8",
     "compute.num_cpus=2",
     "compute.loader_workers=0",
@@ -38,7 +41,7 @@ TINY = [
     "finetune.crop_size=64",
     "finetune.checkpoint_every=2",
     "finetune.log_every=1",
-    "evaluate.baselines=[lab]",
+    "evaluate.baselines=[copy, lab]",
 ]
 
 
@@ -106,8 +109,10 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
         assert parent.info.status == "FINISHED"
         root = Path(parent.info.artifact_uri.removeprefix("file://"))
         reports.append((root / "report.md").read_text())
-        for bench in ("davis", "vip", "jhmdb"):
+        for bench in ("footage", "davis", "vip", "jhmdb"):
             assert f"**{bench}**" in reports[-1]
+        assert "## Learning health" in reports[-1] and "pretrain health:" in reports[-1]
+        assert "copy first mask" in reports[-1] and "- footage: candidate - lab: " in reports[-1]
         assert (root / "report.html").is_file() and (root / "loss_curves.png").is_file()
         assert "http://127.0.0.1:5000/#/experiments/" in reports[-1]  # links open the MLflow UI
     finetunes = {r.info.run_id for r in _finished(runs, "finetune")}

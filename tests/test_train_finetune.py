@@ -22,8 +22,9 @@ from stcorr.compute import shutdown_ray
 from stcorr.config import PipelineConfig, load_config
 from stcorr.data.shard_stage import shard_source
 from stcorr.data.synthetic import render_video, write_mp4
+from stcorr.models.contract import override_contract, unpack
 from stcorr.models.resnet import build_backbone, encoder_state_dict
-from stcorr.registry import resolve_encoder
+from stcorr.registry import registry_contract, resolve_encoder
 from stcorr.tracking import resolve_uri
 from tasks.finetune import run_finetune
 from tasks.training import StageOutput
@@ -116,9 +117,13 @@ def test_stt_finetune_learns_keeps_teacher_and_registers(root: Path, manifest: s
     artifacts = [a.path for a in client.list_artifacts(out.run_id, "panels")]
     assert artifacts, "no image panel logged"
     candidate = resolve_encoder(f"models:/{cfg.tracking.model_name}@candidate", cfg.tracking)
-    state = torch.load(candidate, weights_only=True)
-    assert torch.equal(state["conv1.weight"], torch.load(out.encoder, weights_only=True)["conv1.weight"])
-    assert not torch.equal(state["conv1.weight"], torch.load(init.encoder, weights_only=True)["conv1.weight"])
+    state, contract = unpack(torch.load(candidate, weights_only=True), str(candidate))
+    assert contract == override_contract("stt-rgb")  # the demo's student sees RGB: evaluated on RGB
+    assert registry_contract(f"models:/{cfg.tracking.model_name}@candidate", cfg.tracking) == contract
+    exported = unpack(torch.load(out.encoder, weights_only=True), out.encoder)[0]
+    start = unpack(torch.load(init.encoder, weights_only=True), init.encoder)[0]
+    assert torch.equal(state["conv1.weight"], exported["conv1.weight"])
+    assert not torch.equal(state["conv1.weight"], start["conv1.weight"])
 
 
 def test_crw_finetune_runs(root: Path, manifest: str, upstream: tuple) -> None:

@@ -13,7 +13,8 @@ from stcorr.compute import shutdown_ray
 from stcorr.config import PipelineConfig, load_config
 from stcorr.data.shard_stage import shard_source
 from stcorr.data.synthetic import render_image
-from stcorr.registry import ModelRefError, resolve_encoder
+from stcorr.models.contract import override_contract, unpack
+from stcorr.registry import ModelRefError, registry_contract, resolve_encoder
 from stcorr.train.teacher import build_teacher, state_sha256
 from tasks.pretrain import run_pretrain
 from tasks.teacher import run_teacher
@@ -94,18 +95,22 @@ def test_pretrain_trains_registers_and_teacher_freezes(cfg: PipelineConfig, mani
     assert np.mean([losses[s] for s in range(19, 25)]) < peak - 0.03
     assert _history(cfg, out.run_id, "acc1") and _history(cfg, out.run_id, "samples_per_s")
 
-    state = torch.load(out.encoder, weights_only=True)
+    state, contract = unpack(torch.load(out.encoder, weights_only=True), out.encoder)
     assert "conv1.weight" in state and "layer4.1.bn2.running_var" in state  # torchvision names
     assert not any(k.startswith(("fc.", "encoder_q.", "module.")) for k in state)
+    assert contract == override_contract("moco") and contract.input == "rgb"  # its input contract
 
     teacher = run_teacher(cfg, out)
-    assert teacher.sha256 == state_sha256(torch.load(teacher.encoder, weights_only=True))
+    teacher_state, teacher_contract = unpack(torch.load(teacher.encoder, weights_only=True), "t")
+    assert teacher.sha256 == state_sha256(teacher_state) and teacher_contract == contract
     resolved = resolve_encoder(f"models:/{cfg.tracking.model_name}@teacher", cfg.tracking)
     loaded = build_teacher(resolved, cfg.pretrain.arch)
     assert state_sha256(loaded.state_dict()) == teacher.sha256
     assert all(not p.requires_grad for p in loaded.parameters()) and not loaded.training
-    by_version = resolve_encoder(f"models:/{cfg.tracking.model_name}/{out.model_version}", cfg.tracking)
-    assert torch.equal(torch.load(by_version, weights_only=True)["conv1.weight"], state["conv1.weight"])
+    ref = f"models:/{cfg.tracking.model_name}/{out.model_version}"
+    by_version = unpack(torch.load(resolve_encoder(ref, cfg.tracking), weights_only=True), ref)[0]
+    assert torch.equal(by_version["conv1.weight"], state["conv1.weight"])
+    assert registry_contract(ref, cfg.tracking) == contract  # the version's tags say the same
 
 
 def test_unknown_alias_is_one_clear_line(cfg: PipelineConfig) -> None:

@@ -2,22 +2,28 @@
 
 Both papers propagate labels with the res4 map of the encoder, L2-normalised over channels
 (CRW, Jabri et al., NeurIPS 2020, Sec. 3.4, ``test.py:78-86``; STT, Li & Liu, CVPR 2023,
-Sec. 4.1, ``local_attention.py:277-279``), METHODS.md 3.1:
+Sec. 4.1, ``local_attention.py:277-279``), METHODS.md 3.1. How an encoder is run (colour
+space, normalisation, backbone preset, stride) is its input contract
+(:mod:`stcorr.models.contract`), read from the ``.pt`` or the registry, never guessed:
 
-- STT-trained encoders run in the ``eval_d8`` / ``eval_d4`` preset (stride 8 / 4) on Lab
-  normalised by (50, 0, 0) / (50, 127, 127), the student's input;
+- STT students run in the ``eval_d8`` / ``eval_d4`` preset on Lab normalised by (50, 0, 0) /
+  (50, 127, 127), or on ImageNet-normalised RGB when trained with ``student_input: rgb``;
 - CRW encoders run in the ``crw`` preset (res4, stride 8) on ImageNet-normalised RGB;
-- the STT teacher (image-level MoCo encoder) runs in the eval preset on RGB, its own input.
+- the spatial (MoCo) encoder and the STT teacher run in the eval preset on RGB, their input.
 
 Baselines share the harness: ``lab`` = raw normalised Lab pixels average-pooled to the feature
-stride, ``random`` = a randomly initialised eval preset (seeded, so every run and every Ray
-worker builds the same network).
+stride, ``copy`` = the first frame's labels copied to every frame (no features at all),
+``random`` = a randomly initialised network with the candidate's contract (seeded, so every run
+and every Ray worker builds the same network; see :mod:`stcorr.eval.calibrate` for its
+BatchNorm statistics).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -26,14 +32,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_sections import FinetuneConfig, TrackingConfig
+from stcorr.config_sections import TrackingConfig
 from stcorr.data.lab import normalize_lab, normalize_rgb, rgb_to_lab
+from stcorr.models.contract import (
+    OVERRIDES,
+    ModelContract,
+    disagreement,
+    override_contract,
+    unpack,
+    with_stride,
+)
 
-Kind = Literal["encoder", "lab", "random"]
-Input = Literal["lab", "rgb"]
-Preset = Literal["eval_d8", "eval_d4", "crw"]
+Kind = Literal["encoder", "lab", "random", "copy"]
 FRAME_BATCH = 4  # frames per forward pass: bounds activation memory at 480p on a laptop
 RANDOM_SEED = 0
+BASELINES = ("lab", "random", "copy")
+OBJECTIVES = OVERRIDES  # the spellings ``--objective`` accepts
 
 
 @dataclass(frozen=True)
@@ -41,76 +55,105 @@ class ModelSpec:
     """What to run on the frames; small and picklable (Ray tasks get it, not a module).
 
     Attributes:
-        name: label in tables and MLflow ("candidate", "lab", "random", "teacher").
-        kind: "encoder" (weights from ``weights``), "lab" (no network) or "random".
-        input: "lab" (STT student) or "rgb" (CRW, teacher).
-        preset: backbone preset (``eval_d8``, ``eval_d4`` or ``crw``).
-        arch: "resnet18" or "resnet50".
-        stride: feature stride in pixels (8 or 4).
-        weights: local state-dict file for ``kind == "encoder"``.
+        name: label in tables and MLflow ("candidate", "lab", "random", "teacher", "copy").
+        kind: "encoder" (weights from ``weights``), "lab" (no network), "random" (seeded
+            init, or recalibrated weights in ``weights``) or "copy" (no features).
+        contract: how the network is run: input, normalisation, preset, arch, stride.
+        weights: local state-dict file for ``kind == "encoder"`` (and a recalibrated random).
+        notes: what was done to the model for a fair comparison (shown in the report).
     """
 
     name: str
     kind: Kind
-    input: Input = "lab"
-    preset: Preset = "eval_d8"
-    arch: str = "resnet18"
-    stride: int = 8
+    contract: ModelContract = dataclasses.field(default_factory=ModelContract)
     weights: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def input(self) -> str:
+        return self.contract.input
+
+    @property
+    def preset(self) -> str:
+        return self.contract.preset
+
+    @property
+    def arch(self) -> str:
+        return self.contract.arch
+
+    @property
+    def stride(self) -> int:
+        return self.contract.stride
 
 
-OBJECTIVES = ("stt", "stt-rgb", "crw")
+def warn(message: str) -> None:
+    """One warning line on stderr (the CLI's errors use the same prefix)."""
+    print(f"stcorr: warning: {message}", file=sys.stderr, flush=True)
 
 
-def objective_of(finetune: FinetuneConfig) -> str:
-    """How ``finetune`` trains the candidate, as :func:`load_model` needs it: input and preset."""
-    if finetune.objective == "stt" and finetune.stt.student_input == "rgb":
-        return "stt-rgb"
-    return finetune.objective
-
-
-def load_model(ref: str, *, objective: str = "stt", stride: int = 8,
+def load_model(ref: str, *, objective: str | None = None, stride: int = 8,
                tracking: TrackingConfig | None = None, name: str | None = None,
-               teacher: bool = False) -> ModelSpec:
+               like: ModelContract | None = None, fallback: str = "stt") -> ModelSpec:
     """Resolve a model reference into a ``ModelSpec`` (checking that the weights load).
 
+    An encoder is run as its contract says (the ``.pt``'s, else its registry version's tags).
+    ``objective`` overrides it, with a warning when the two disagree; a file without any
+    contract is read as ``objective``, else ``fallback``, with a warning.
+
     Args:
-        ref: "lab", "random", a checkpoint file, ``models:/name@alias`` or ``models:/name/3``.
-        objective: how the encoder was trained: "stt" (Lab, eval preset), "stt-rgb" (STT with
-            ``finetune.stt.student_input: rgb``: RGB, eval preset) or "crw" (RGB, crw preset).
-        stride: 8 or 4; the ``crw`` preset is stride 8 only.
+        ref: "lab", "copy", "random", a checkpoint file, ``models:/name@alias`` or
+            ``models:/name/3``.
+        objective: override: "stt" (Lab, eval preset), "stt-rgb" (RGB, eval preset), "crw"
+            (RGB, crw preset) or "moco" (the spatial encoder: RGB, eval preset).
+        stride: ``evaluate.stride``, 8 or 4 (the ``crw`` preset is stride 8 only).
         tracking: the MLflow store holding the registry (for ``models:/`` references).
-        name: label for tables; defaults to "lab", "random", "teacher" or "candidate".
-        teacher: the reference is the STT teacher: RGB input in the eval preset.
+        name: label for tables; defaults to the reference for baselines, else "candidate".
+        like: the contract a ``random`` baseline copies (the candidate's, for a fair
+            comparison); default: the override's, or STT's.
+        fallback: how to read a file that records no contract and gets no ``objective``.
 
     Raises:
         ModelRefError: the file or registry entry does not exist.
         ValueError: the weights do not fit a ResNet-18/50, or a bad objective/stride.
     """
-    if objective not in OBJECTIVES:
+    if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if stride not in (8, 4):
         raise ValueError(f"evaluate.stride: expected 8 or 4, got {stride}")
-    crw = objective == "crw" and not teacher
-    preset: Preset = "crw" if crw else ("eval_d8" if stride == 8 else "eval_d4")
-    spec = ModelSpec(name or ref, "lab", "lab", preset, "resnet18", 8 if crw else stride)
-    if ref == "lab":
-        return spec
-    if ref == "random":
-        return replace(spec, kind="random", input="rgb" if crw else "lab")
-    from stcorr.registry import resolve_encoder
+    if ref in BASELINES:
+        base = like if like is not None else override_contract(objective or "stt", stride=stride)
+        contract = with_stride(base, stride) if ref == "random" else override_contract("stt", stride=stride)
+        return ModelSpec(name or ref, ref, contract)  # type: ignore[arg-type]
+    from stcorr.registry import registry_contract, resolve_encoder
 
     path = resolve_encoder(ref, tracking)
-    state = read_state(path.read_bytes(), str(path))
-    spec = replace(spec, name=name or ("teacher" if teacher else "candidate"), kind="encoder",
-                   input="rgb" if crw or teacher or objective == "stt-rgb" else "lab", arch=_arch_of(state),
-                   weights=str(path))
+    state, stored = unpack(read_state(path.read_bytes(), str(path)), str(path))
+    stored = stored or registry_contract(ref, tracking)
+    contract = _choose_contract(ref, stored, objective, _arch_of(state), stride, fallback)
+    spec = ModelSpec(name or "candidate", "encoder", contract, str(path))
     build_network(spec, state)  # fail here, on the driver, not in every Ray task
     return spec
 
 
+def _choose_contract(ref: str, stored: ModelContract | None, objective: str | None, arch: str,
+                     stride: int, fallback: str) -> ModelContract:
+    """The stored contract, or the override (warning where they disagree or nothing is stored)."""
+    if objective is None:
+        if stored is not None:
+            return with_stride(stored, stride)
+        guess = override_contract(fallback, arch=arch, stride=stride)
+        warn(f"{ref}: no input contract recorded with the weights; reading it as {fallback!r} "
+             f"({guess.describe()}); pass --objective {'|'.join(OVERRIDES)} if it was trained otherwise")
+        return guess
+    override = override_contract(objective, arch=arch, stride=stride)
+    if stored is not None and (diff := disagreement(with_stride(stored, stride), override)):
+        warn(f"{ref}: --objective {objective} disagrees with the model's contract "
+             f"({stored.describe()}): {'; '.join(diff)}; using {objective} as asked")
+    return override
+
+
 def read_state(data: bytes, source: str) -> dict[str, Tensor]:
-    """A state dict from checkpoint bytes, as one-line errors."""
+    """The object saved in checkpoint bytes (a state dict, possibly packed), as one-line errors."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors vary with the damage; report one line
@@ -121,6 +164,11 @@ def read_state(data: bytes, source: str) -> dict[str, Tensor]:
     return state
 
 
+def normalise(rgb: Tensor, colour: str) -> Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] as a model with ``colour`` input expects it."""
+    return normalize_lab(rgb_to_lab(rgb)) if colour == "lab" else normalize_rgb(rgb)
+
+
 def _arch_of(state: dict[str, Tensor]) -> str:
     """ResNet-50 if the state has bottleneck blocks (``conv3``), else ResNet-18."""
     inner = next((v for k, v in state.items() if k in ("state_dict", "model")
@@ -129,26 +177,26 @@ def _arch_of(state: dict[str, Tensor]) -> str:
 
 
 def build_network(spec: ModelSpec, state: dict[str, Tensor] | None = None) -> nn.Module | None:
-    """The backbone of ``spec`` in eval mode (None for the Lab baseline).
+    """The backbone of ``spec`` in eval mode (None for the Lab and copy baselines).
 
     Args:
         spec: the model.
-        state: the encoder's state dict (``kind == "encoder"``); read from ``spec.weights``
-            when None.
+        state: the encoder's state dict (``kind == "encoder"``, or a recalibrated random
+            network); read from ``spec.weights`` when None.
     """
-    if spec.kind == "lab":
+    if spec.kind in ("lab", "copy"):
         return None
     from stcorr.models.resnet import build_backbone, load_encoder_state
 
     if spec.kind == "random":
         torch.manual_seed(RANDOM_SEED)  # the same random network in every process
     net = build_backbone(spec.preset, spec.arch, out=("res4",))
-    if spec.kind == "encoder":
+    if spec.kind == "encoder" or spec.weights is not None or state is not None:
         if state is None:
             assert spec.weights is not None, "an encoder spec carries its weights file"
             state = read_state(Path(spec.weights).read_bytes(), spec.weights)
-        load_encoder_state(net, state, spec.weights or spec.name)
-    return net.eval()
+        load_encoder_state(net, unpack(state, spec.weights or spec.name)[0], spec.weights or spec.name)
+    return net.eval().to(memory_format=torch.channels_last)
 
 
 class FeatureExtractor:
@@ -180,10 +228,12 @@ class FeatureExtractor:
 
     def _batch(self, frames: Tensor) -> Tensor:
         rgb = frames.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
-        x = normalize_lab(rgb_to_lab(rgb)) if self.spec.input == "lab" else normalize_rgb(rgb)
+        x = normalise(rgb, self.spec.input)
         if self.net is None:  # raw pixels: one cell = the mean colour of its stride^2 pixels
             s = self.spec.stride
             feats = F.avg_pool2d(x, s, s, ceil_mode=True)  # (B, 3, ceil(H/s), ceil(W/s))
         else:
-            feats = self.net(x)["res4"]  # (B, C, h, w)
+            # channels-last: oneDNN's fast layout on CPUs, ~25% less time at 480p
+            feats = self.net(x.contiguous(memory_format=torch.channels_last))["res4"]  # (B, C, h, w)
+            feats = feats.contiguous()
         return F.normalize(feats, dim=1)

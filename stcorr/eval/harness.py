@@ -1,11 +1,13 @@
 """Evaluate a model on a benchmark: one Ray task per sequence, aggregation, outputs, MLflow.
 
 Aggregation follows the official protocols (METHODS.md 3.2-3.4 and 4.4): DAVIS-2017 averages
-every statistic over all objects (``davis_summary``); VIP sums the per-sequence confusion
-matrices into one dataset-level mIoU; JHMDB pools every frame of every video into PCK. The
-same harness runs the candidate and the baselines (``lab``, ``random``, ``teacher``), so every
-results table has them side by side (CRW, Jabri et al., NeurIPS 2020, Tab. 1; STT, Li & Liu,
-CVPR 2023, Tab. 2).
+every statistic over all objects (``davis_summary``), with a 95% bootstrap interval over
+objects for J&F (``J&F-Mean-low`` / ``-high``); VIP sums the per-sequence confusion matrices
+into one dataset-level mIoU; JHMDB pools every frame of every video into PCK. The real-footage
+benchmark (``footage``) is read and scored exactly as DAVIS-2017. The same harness runs the
+candidate and the baselines (``copy``, ``lab``, ``random``, ``teacher``), so every results
+table has them side by side (CRW, Jabri et al., NeurIPS 2020, Tab. 1; STT, Li & Liu, CVPR
+2023, Tab. 2).
 
 Outputs under ``out_dir``: predictions ``<benchmark>/<seq>/...`` (DAVIS/VIP palette PNGs named
 like the GT, JHMDB ``keypoints.npy``), ``<benchmark>-per-sequence.csv``,
@@ -28,18 +30,20 @@ import numpy as np
 
 from stcorr.config_sections import ComputeConfig, EvaluateConfig
 from stcorr.eval.features import FeatureExtractor, ModelSpec, read_state
+from stcorr.eval.intervals import mean_interval, object_scores
 from stcorr.eval.metrics import VIP_CLASSES, ConfusionMatrix, davis_summary, pck
 from stcorr.eval.readers import MaskSequence, PoseSequence, read_davis, read_jhmdb, read_vip
 from stcorr.eval.sequence import SequenceResult, evaluate_sequence
 
-BENCHMARKS = ("davis", "vip", "jhmdb")
+BENCHMARKS = ("footage", "davis", "vip", "jhmdb")
+PROTOCOL = {"footage": "davis", "davis": "davis", "vip": "vip", "jhmdb": "jhmdb"}  # name -> protocol
 VIP_CLASS_NAMES = (
     "background", "hat", "hair", "sun-glasses", "upper-clothes", "dress", "coat", "socks",
     "pants", "gloves", "scarf", "skirt", "torso-skin", "face", "right-arm", "left-arm",
     "right-leg", "left-leg", "right-shoe", "left-shoe",
 )  # fmt: skip
-HEADLINE = {"davis": ("J&F-Mean", "J-Mean", "F-Mean"), "vip": ("mIoU",),
-            "jhmdb": ("PCK@0.1", "PCK@0.2")}
+HEADLINE = {"footage": ("J&F-Mean", "J-Mean", "F-Mean"), "davis": ("J&F-Mean", "J-Mean", "F-Mean"),
+            "vip": ("mIoU",), "jhmdb": ("PCK@0.1", "PCK@0.2")}
 Sequences = list[MaskSequence] | list[PoseSequence]
 
 
@@ -66,7 +70,7 @@ def read_benchmark(benchmark: str, root: str | Path,
     """
     folder = Path(root).resolve()
     seqs: Sequences
-    if benchmark == "davis":
+    if PROTOCOL.get(benchmark) == "davis":
         seqs = read_davis(folder)
     elif benchmark == "vip":
         seqs = read_vip(folder)
@@ -83,7 +87,7 @@ def _sequence_task(benchmark: str, seq: MaskSequence | PoseSequence, spec: Model
     """Body of one Ray task (and of the sequential path): build the model, evaluate."""
     weights = read_state(state, spec.weights or spec.name) if state is not None else None
     extractor = FeatureExtractor(spec, weights)
-    return evaluate_sequence(benchmark, seq, extractor, cfg, pred_dir, size=size,
+    return evaluate_sequence(PROTOCOL[benchmark], seq, extractor, cfg, pred_dir, size=size,
                              visualize=cfg.visualize)
 
 
@@ -118,17 +122,22 @@ def run_sequences(benchmark: str, seqs: Sequences, spec: ModelSpec, cfg: Evaluat
         raise (cause if isinstance(cause, Exception) else err) from None
 
 
-def aggregate(benchmark: str, results: Sequence[SequenceResult],
+def aggregate(benchmark: str, results: Sequence[SequenceResult], bootstrap_samples: int = 2000,
               ) -> tuple[dict[str, float], list[dict[str, str | float]]]:
     """Benchmark summary and per-sequence rows from the sequences' results.
 
     Returns:
-        DAVIS: J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean, F-Recall, F-Decay (object-weighted);
-        VIP: mIoU and ``IoU/<class>`` (dataset-level confusion); JHMDB: PCK@0.1..0.5.
+        DAVIS protocol: J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean, F-Recall, F-Decay
+        (object-weighted) and the 95% bootstrap interval of J&F-Mean over objects
+        (``J&F-Mean-low``, ``J&F-Mean-high``); VIP: mIoU and ``IoU/<class>`` (dataset-level
+        confusion); JHMDB: PCK@0.1..0.5.
     """
     rows = [row for r in results for row in r.rows]
-    if benchmark == "davis":
-        return davis_summary([rec for r in results for rec in r.records]), rows
+    if PROTOCOL[benchmark] == "davis":
+        summary = davis_summary([rec for r in results for rec in r.records])
+        interval = mean_interval(object_scores(rows), bootstrap_samples)
+        summary.update({"J&F-Mean-low": interval.low, "J&F-Mean-high": interval.high})
+        return summary, rows
     if benchmark == "vip":
         confusion = ConfusionMatrix(VIP_CLASSES)
         for r in results:
@@ -183,13 +192,13 @@ def evaluate_benchmark(benchmark: str, root: str | Path, model: ModelSpec,
     """Evaluate ``model`` on one benchmark folder and write its outputs.
 
     Args:
-        benchmark: "davis", "vip" or "jhmdb".
+        benchmark: "footage", "davis", "vip" or "jhmdb" (footage is scored as DAVIS).
         root: the benchmark folder in its published layout.
         model: from ``load_model``.
         cfg_evaluate: propagation parameters, ``max_sequences``, ``visualize``.
         out_dir: output folder (see the module docstring).
         compute_cfg: Ray settings; None evaluates the sequences one by one in this process.
-        size: squash size for VIP/JHMDB; None = the protocol's (560 / 320).
+        size: squash size for VIP/JHMDB; None = ``evaluate.vip_size`` / ``jhmdb_size``.
 
     Raises:
         BenchmarkLayoutError: wrong layout (before Ray starts); ValueError: bad masks.
@@ -200,7 +209,7 @@ def evaluate_benchmark(benchmark: str, root: str | Path, model: ModelSpec,
     pred_dir.mkdir(parents=True, exist_ok=True)
     results = run_sequences(benchmark, seqs, model, cfg_evaluate, pred_dir, compute_cfg,
                             size=size)
-    summary, rows = aggregate(benchmark, results)
+    summary, rows = aggregate(benchmark, results, cfg_evaluate.bootstrap_samples)
     result = BenchmarkResult(benchmark, model.name, summary, rows, results,
                              files={"predictions": pred_dir})
     write_outputs(result, out)

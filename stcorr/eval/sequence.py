@@ -10,6 +10,9 @@ Sec. 4; STT, Li & Liu, CVPR 2023, Sec. 4.1):
 - JHMDB: frames squashed to 320x320; 15 Gaussian heat-maps at feature resolution plus a
   background channel (CRW), decoded as the top-3 weighted mean; PCK inputs in pixels.
 
+The ``copy`` baseline skips features and propagation: every frame gets frame 0's labels (its
+masks, or its joints), the floor any correspondence must clear.
+
 With ``window: square`` (the STT protocol) first-frame masks are nearest-resized one-hots and
 decoded with per-channel min-max normalisation; with ``circle`` (CRW) they are bilinear soft
 one-hots, decoded directly. Frame 0 of every prediction is the given GT, as both papers write.
@@ -106,16 +109,20 @@ def propagate_labels(feats: Tensor, first: Tensor, cfg: EvaluateConfig) -> Tenso
                      window=cfg.window)
 
 
-def propagate_mask(feats: Tensor, first_ids: np.ndarray, cfg: EvaluateConfig,
-                   n_labels: int) -> list[np.ndarray]:
+def propagate_mask(extractor: FeatureExtractor, frames: np.ndarray, first_ids: np.ndarray,
+                   cfg: EvaluateConfig, n_labels: int) -> list[np.ndarray]:
     """Propagate a first-frame id map; per-frame ``(H, W)`` ids at the mask's size.
 
     Args:
-        feats: ``(T, C, h, w)`` features.
+        extractor: the model (the ``copy`` baseline repeats ``first_ids``).
+        frames: ``(T, H', W', 3)`` uint8 frames the features are computed on.
         first_ids: ``(H, W)`` ids 0..n_labels-1 of frame 0 (returned as frame 0).
         cfg: propagation parameters and protocol (``window``).
         n_labels: K, background included.
     """
+    if extractor.spec.kind == "copy":
+        return [first_ids] * len(frames)
+    feats = extractor(frames)
     stt = cfg.window == "square"
     first = first_frame_labels(first_ids, (feats.shape[2], feats.shape[3]), n_labels=n_labels,
                                mode="nearest" if stt else "bilinear")  # (K, h, w)
@@ -148,7 +155,7 @@ def evaluate_davis(seq: MaskSequence, extractor: FeatureExtractor, cfg: Evaluate
     gt = np.stack([read_annotation(a) for a in seq.annotations])  # (T, H, W)
     first = np.where(gt[0] == VOID, 0, gt[0])
     n_objects = int(first.max())
-    preds = propagate_mask(extractor(frames), first, cfg, n_objects + 1)
+    preds = propagate_mask(extractor, frames, first, cfg, n_objects + 1)
     _write_masks(out_dir, seq.name, seq.annotations, preds)
     records = davis_sequence_scores(gt, np.stack(preds), n_objects)
     result = SequenceResult("davis", seq.name, len(frames), records=records,
@@ -168,7 +175,7 @@ def evaluate_vip(seq: MaskSequence, extractor: FeatureExtractor, cfg: EvaluateCo
     first = np.where(gt[0] < VIP_CLASSES, gt[0], 0)  # void/unknown ids propagate as background
     # Departure from CRW (560 px argmax, then nearest to the GT size): soft labels are
     # upsampled straight to the GT size, one interpolation instead of two.
-    preds = propagate_mask(extractor(squash(frames, size)), first, cfg, VIP_CLASSES)
+    preds = propagate_mask(extractor, squash(frames, size), first, cfg, VIP_CLASSES)
     _write_masks(out_dir, seq.name, seq.annotations, preds)
     confusion = ConfusionMatrix(VIP_CLASSES)
     for g, p in zip(gt, preds, strict=True):
@@ -185,6 +192,9 @@ def evaluate_jhmdb(seq: PoseSequence, extractor: FeatureExtractor, cfg: Evaluate
                    visualize: bool = True) -> SequenceResult:
     """One JHMDB sequence: heat-maps propagated at feature resolution, joints in pixels."""
     frames = load_frames(seq.frames)
+    if extractor.spec.kind == "copy":
+        return _jhmdb_result(seq, frames, np.repeat(seq.joints[:1], len(frames), axis=0), out_dir,
+                             visualize)
     height, width = frames.shape[1:3]
     feats = extractor(squash(frames, size))  # (T, C, h, w)
     h, w = feats.shape[2:]
@@ -193,6 +203,12 @@ def evaluate_jhmdb(seq: PoseSequence, extractor: FeatureExtractor, cfg: Evaluate
     soft = propagate_labels(feats, first, cfg)
     pred = np.stack([seq.joints[0], *(_to_pixels(decode_keypoints(soft[t, 1:], topk=JHMDB_TOPK),
                                                  cells) for t in range(1, len(soft)))])
+    return _jhmdb_result(seq, frames, pred, out_dir, visualize)
+
+
+def _jhmdb_result(seq: PoseSequence, frames: np.ndarray, pred: np.ndarray, out_dir: Path | None,
+                  visualize: bool) -> SequenceResult:
+    """Save ``pred`` ``(T, 15, 2)`` (pixels), score it, draw it."""
     if out_dir is not None:
         (out_dir / seq.name).mkdir(parents=True, exist_ok=True)
         np.save(out_dir / seq.name / "keypoints.npy", pred)  # (T, 15, 2) pixels
@@ -221,7 +237,8 @@ def evaluate_sequence(benchmark: str, seq: MaskSequence | PoseSequence,
         extractor: features of the model under evaluation.
         cfg: the ``evaluate`` config section (propagation parameters).
         out_dir: where predictions go (``<out_dir>/<seq>/...``); None = nowhere.
-        size: squash size for VIP/JHMDB; None = the protocol's (560 / 320).
+        size: squash size for VIP/JHMDB; None = ``cfg.vip_size`` / ``cfg.jhmdb_size`` (the
+            protocol's 560 / 320 by default; null there = native size).
         visualize: render the strip and the GIF.
 
     Raises:
@@ -231,10 +248,10 @@ def evaluate_sequence(benchmark: str, seq: MaskSequence | PoseSequence,
     if benchmark == "davis" and isinstance(seq, MaskSequence):
         result = evaluate_davis(seq, extractor, cfg, out_dir, visualize=visualize)
     elif benchmark == "vip" and isinstance(seq, MaskSequence):
-        result = evaluate_vip(seq, extractor, cfg, out_dir, size=size or SQUASH["vip"],
+        result = evaluate_vip(seq, extractor, cfg, out_dir, size=size or cfg.vip_size,
                               visualize=visualize)
     elif benchmark == "jhmdb" and isinstance(seq, PoseSequence):
-        result = evaluate_jhmdb(seq, extractor, cfg, out_dir, size=size or SQUASH["jhmdb"],
+        result = evaluate_jhmdb(seq, extractor, cfg, out_dir, size=size or cfg.jhmdb_size,
                                 visualize=visualize)
     else:
         raise ValueError(f"benchmark {benchmark!r}: expected davis, vip or jhmdb with its "

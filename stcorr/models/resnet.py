@@ -8,13 +8,23 @@ stride 1, reflect padding). Parameters keep torchvision key names (`conv1.weight
 
 Output stride of a tap = 2 (stem conv) x 2 (if pool) x product of the strides up to its layer.
 
-| preset      | strides (l1..l4) | pool | padding | taps at stride (default `out`)            |
-|-------------|------------------|------|---------|-------------------------------------------|
-| stt_student | (1, 2, 2, 4)     | none | zeros   | res3 /4, res4 /8, res5 /32                |
-| stt_teacher | (1, 2, 2, 2)     | max  | zeros   | res5 /32 (res3 /8, res4 /16)              |
-| eval_d8     | (1, 2, 2, 1)     | none | zeros   | res4 /8 (layer4 not built)                |
-| eval_d4     | (1, 1, 1, 1)     | mean | zeros   | res4 /4 (layer4 not built)                |
-| crw         | (1, 2, 1, 1)     | max  | reflect | res4 /8, res5 /8                          |
+| preset           | strides (l1..l4) | pool | padding | taps at stride (default `out`)       |
+|------------------|------------------|------|---------|--------------------------------------|
+| stt_student      | (1, 2, 2, 4)     | none | zeros   | res3 /4, res4 /8, res5 /32           |
+| stt_student_pool | (1, 1, 2, 4)     | max  | zeros   | res3 /4, res4 /8, res5 /32           |
+| stt_teacher      | (1, 2, 2, 2)     | max  | zeros   | res5 /32 (res3 /8, res4 /16)         |
+| eval_d8          | (1, 2, 2, 1)     | none | zeros   | res4 /8 (layer4 not built)           |
+| eval_d4          | (1, 1, 1, 1)     | mean | zeros   | res4 /4 (layer4 not built)           |
+| eval_pool_d8     | (1, 2, 1, 1)     | max  | zeros   | res4 /8 (layer4 not built)           |
+| eval_student_pool_d8 | (1, 1, 2, 1) | max  | zeros   | res4 /8 (layer4 not built)           |
+| crw              | (1, 2, 1, 1)     | max  | reflect | res4 /8, res5 /8                     |
+
+The ``*_pool`` presets keep the max-pool stem the spatial (MoCo) stage trains with, so every
+layer sees features at the scale it learned them: ``eval_pool_d8`` is a standard ResNet with
+layer3's stride removed (how CRW evaluates ImageNet and MoCo ResNets), the teacher's preset;
+``stt_student_pool`` moves the stride of layer2 to layer3 to keep STT's pyramid (res3 /4, res4
+/8), and ``eval_student_pool_d8`` is its evaluation. Both cost half to two thirds of the
+pool-free presets at 480p (layer1 runs at /4, not /2).
 
 Channels: ResNet-18 res3 128, res4 256, res5 512; ResNet-50 res3 512, res4 1024, res5 2048.
 `stt_student` for ResNet-18 is the analogue of the paper's ResNet-50 student config (the repo
@@ -58,9 +68,12 @@ class BackboneSpec:
 
 PRESETS: dict[str, BackboneSpec] = {
     "stt_student": BackboneSpec((1, 2, 2, 4), "none", "zeros", ("res3", "res4", "res5")),
+    "stt_student_pool": BackboneSpec((1, 1, 2, 4), "max", "zeros", ("res3", "res4", "res5")),
     "stt_teacher": BackboneSpec((1, 2, 2, 2), "max", "zeros", ("res5",)),
     "eval_d8": BackboneSpec((1, 2, 2, 1), "none", "zeros", ("res4",)),
     "eval_d4": BackboneSpec((1, 1, 1, 1), "mean", "zeros", ("res4",)),
+    "eval_pool_d8": BackboneSpec((1, 2, 1, 1), "max", "zeros", ("res4",)),
+    "eval_student_pool_d8": BackboneSpec((1, 1, 2, 1), "max", "zeros", ("res4",)),
     "crw": BackboneSpec((1, 2, 1, 1), "max", "reflect", ("res4", "res5")),
 }
 

@@ -77,8 +77,9 @@ def walk_loss(q: Tensor, tau: float, edge_dropout: float = 0.0) -> dict[str, Ten
         edge_dropout: edge dropout rate p.
 
     Returns:
-        "loss" (mean over k of L_k), "xent_k{k}" and "acc_k{k}" (detached) per k, and
-        "affinity": the first pair's P_{0->1}, (B, N, N), detached.
+        "loss" (mean over k of L_k), "xent_k{k}" and "acc_k{k}" (detached) per k, "walk_acc"
+        (their mean: share of walks whose most likely end is their start) next to its chance
+        level "walk_chance" = 1/N, and "affinity": the first pair's P_{0->1}, (B, N, N), detached.
 
     Raises:
         ValueError: fewer than 3 frames (no palindrome of length >= 2).
@@ -97,6 +98,8 @@ def walk_loss(q: Tensor, tau: float, edge_dropout: float = 0.0) -> dict[str, Ten
             out[f"xent_k{k}"] = xent.detach()
             out[f"acc_k{k}"] = (w.argmax(dim=-1) == target).float().mean()
         out["loss"] = torch.stack(losses).mean()
+        out["walk_acc"] = torch.stack([out[f"acc_k{k}"] for k in walks]).mean()
+        out["walk_chance"] = q.new_tensor(1.0 / q.shape[2])
         out["affinity"] = p_fwd[:, 0].detach()
     return out
 

@@ -8,7 +8,9 @@ Follows moco's `builder.py`: backbone res5 -> global average pool -> 2-layer MLP
 they are enqueued; shuffle-BN for the key encoder across ranks.
 Departures: K need not be a multiple of the global batch (the queue write wraps around, moco
 asserts divisibility); the key encoder is updated and the queue written only in training mode,
-so a validation forward leaves the state untouched.
+so a validation forward leaves the state untouched. Diagnostic (not in moco): the queue also
+keeps the image id of each key, so a step can report how many queries find a key of their own
+image among the negatives, which happens once K reaches the number of distinct images.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class MoCo(nn.Module):
 
     queue: Tensor
     queue_ptr: Tensor
+    queue_ids: Tensor
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class MoCo(nn.Module):
             p.requires_grad = False  # updated by momentum only, never by gradients
         self.register_buffer("queue", F.normalize(torch.randn(dim, queue), dim=0))  # (C, K)
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("queue_ids", torch.full((queue,), -1, dtype=torch.long))  # -1: random init
 
     @classmethod
     def from_config(cls, cfg: MocoConfig, arch: str = "resnet18") -> MoCo:
@@ -91,16 +95,18 @@ class MoCo(nn.Module):
         backbone = build_backbone("stt_teacher", arch, out=("res5",))
         return cls(backbone, cfg.dim, cfg.hidden, cfg.queue, cfg.momentum, cfg.tau, cfg.shuffle_bn)
 
-    def forward(self, im_q: Tensor, im_k: Tensor) -> dict[str, Tensor]:
+    def forward(self, im_q: Tensor, im_k: Tensor, ids: Tensor | None = None) -> dict[str, Tensor]:
         """One InfoNCE step on two augmented views.
 
         Args:
             im_q: (N, 3, H, W) query views.
             im_k: (N, 3, H, W) key views of the same images.
+            ids: (N,) non-negative image ids (diagnostics only; -1 marks an unknown image).
 
         Returns:
-            "loss" (scalar), "acc1" (top-1 % of the positive), "logits" (N, 1+K),
-            "labels" (N,), "keys" (N, C) this rank's keys (detached).
+            "loss" (scalar), "acc1" (top-1 % of the positive), "acc1_chance" (100 / (1 + K)),
+            "positive_in_queue" (share of queries whose own image has a key in the queue,
+            with ``ids``), "logits" (N, 1+K), "labels" (N,), "keys" (N, C) this rank's keys.
         """
         q = self._embed(self.encoder_q, self.head_q, im_q)  # (N, C)
         with torch.no_grad():
@@ -109,9 +115,14 @@ class MoCo(nn.Module):
             k = self._keys(im_k)  # (N, C)
         loss, logits, labels = info_nce(q, k, self.queue, self.tau)
         acc1 = (logits.argmax(dim=1) == labels).float().mean() * 100.0
+        out = {"loss": loss, "acc1": acc1.detach(), "acc1_chance": q.new_tensor(100.0 / (1 + self.K)),
+               "logits": logits, "labels": labels, "keys": k}
+        if ids is not None:  # a false negative: the queue holds a key of the query's own image
+            ids = ids.to(self.queue_ids.device)
+            out["positive_in_queue"] = (ids[:, None] == self.queue_ids[None, :]).any(1).float().mean()
         if self.training:
-            self._dequeue_and_enqueue(k)
-        return {"loss": loss, "acc1": acc1.detach(), "logits": logits, "labels": labels, "keys": k}
+            self._dequeue_and_enqueue(k, ids)
+        return out
 
     def query_encoder_state(self) -> dict[str, Tensor]:
         """The query backbone's weights in torchvision key names (the pretrain output)."""
@@ -140,13 +151,14 @@ class MoCo(nn.Module):
             p_k.mul_(self.m).add_(p_q.detach(), alpha=1.0 - self.m)  # k = m k + (1 - m) q
 
     @torch.no_grad()
-    def _dequeue_and_enqueue(self, keys: Tensor) -> None:
-        """Write the keys of all ranks at the pointer, wrapping around the end of the queue."""
-        keys = concat_all_gather(keys)  # (N * world, C)
-        keys = keys[-self.K :]  # a global batch larger than K keeps its newest K keys
+    def _dequeue_and_enqueue(self, keys: Tensor, ids: Tensor | None = None) -> None:
+        """Write the keys (and image ids) of all ranks at the pointer, wrapping around the end."""
+        keys = concat_all_gather(keys)[-self.K :]  # (N * world, C); keeps the newest K keys
         n, ptr = keys.shape[0], int(self.queue_ptr)
         idx = (ptr + torch.arange(n, device=keys.device)) % self.K  # wrap, moco asserts K % n == 0
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
+        if ids is not None:
+            self.queue_ids[idx] = concat_all_gather(ids.to(keys.device))[-self.K :]
         self.queue_ptr[0] = (ptr + n) % self.K
 
 

@@ -53,6 +53,21 @@ def reconstruct(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
     return F.interpolate(rec, size=ref_channel.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def copy_reconstruction(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
+    """The reconstruction that copies the reference at the same place: Eq. 5 with the identity
+    correlation (every weight on displacement 0), through the same sampling and up-sampling.
+
+    Its PSNR is what reconstruction scores without any correspondence; a model that does not
+    beat it has learned "copy the same position", not motion.
+
+    Returns:
+        ``(B, 1, S, S)``.
+    """
+    d = level_stride((ref_channel.shape[-2], ref_channel.shape[-1]), corr)
+    values = ref_channel[:, :, ::d, ::d]  # (B, 1, H, W), as ``reconstruct`` samples it
+    return F.interpolate(values, size=ref_channel.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def reconstruction_loss(
     rec: Tensor, target: Tensor, kind: RecLoss = "l1", weight: float = 1.0
 ) -> Tensor:

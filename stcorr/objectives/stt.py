@@ -26,7 +26,9 @@ from stcorr.objectives.distillation import (
     local_distillation_loss,
     pool_fine_correlation,
 )
+from stcorr.objectives.gradients import gradient_shares
 from stcorr.objectives.reconstruction import (
+    copy_reconstruction,
     pyramid_reconstruction,
     reconstruct,
     reconstruction_psnr,
@@ -155,7 +157,8 @@ class SttObjective(nn.Module):
         return self
 
     def forward(
-        self, lab_dropped: Tensor, lab_clean: Tensor, rgb: Tensor, dropped_ch: int | Tensor
+        self, lab_dropped: Tensor, lab_clean: Tensor, rgb: Tensor, dropped_ch: int | Tensor,
+        diagnose: bool = False,
     ) -> dict[str, Tensor]:
         """One STT step's loss terms.
 
@@ -166,12 +169,16 @@ class SttObjective(nn.Module):
             rgb: ``(B, T, 3, S, S)`` RGB in [0, 1] (the reader's ``rgb``); ImageNet-normalised
                 here for the teacher.
             dropped_ch: the channel to reconstruct, 1 (a) or 2 (b): one int or ``(B,)`` per clip.
+            diagnose: also measure each term's share of the gradient (``grad_share_<term>``,
+                one extra backward pass per term down to the taps; for log steps).
 
         Returns:
             ``"loss"`` (Eq. 10), the enabled terms ``"rec_res3"``, ``"rec_res4"``, ``"lc"``,
-            ``"gc"`` (unweighted), diagnostics ``"psnr"`` (finest level, dB) and
-            ``"kept_fraction"`` (selection), and ``"reconstruction"`` ``(B, 1, S, S)``
-            (finest level, detached, for an image panel).
+            ``"gc"`` (unweighted), diagnostics ``"psnr"`` (finest level, dB), ``"copy_psnr"``
+            (copying the reference at the same place, same batch) and ``"psnr_gain"`` (their
+            difference), ``"kept_fraction"`` (selection), ``"gc_grid"`` (the res5 grid's
+            shorter side, global term), and ``"reconstruction"`` ``(B, 1, S, S)`` (finest
+            level, detached, for an image panel).
 
         Raises:
             ValueError: clips of the wrong shape, or missing backbone taps.
@@ -185,17 +192,21 @@ class SttObjective(nn.Module):
         ref = {k: v[:b] for k, v in feats.items()}
         tgt = {k: v[b:] for k, v in feats.items()}
         out: dict[str, Tensor] = {}
-        loss = lab_dropped.new_zeros(())
+        terms: dict[str, Tensor] = {}  # as weighted in Eq. 10
         corrs = self._correlations(tgt, ref)
         if corrs:
-            loss = loss + self._reconstruction(corrs, lab_clean, dropped_ch, out)
+            terms["rec"] = self._reconstruction(corrs, lab_clean, dropped_ch, out)
         if self.config.local_distill:
             out["lc"], out["kept_fraction"] = self._local_distillation(corrs["res3"], corrs["res4"])
-            loss = loss + self.config.alpha * out["lc"]
+            terms["lc"] = self.config.alpha * out["lc"]
         if self.teacher is not None:
             out["gc"] = self._global_distillation(tgt["res5"], ref["res5"], rgb)
-            loss = loss + self.config.beta * out["gc"]
-        out["loss"] = loss
+            out["gc_grid"] = out["gc"].new_tensor(float(min(tgt["res5"].shape[-2:])))
+            terms["gc"] = self.config.beta * out["gc"]
+        if diagnose:
+            shares = gradient_shares(terms, list(feats.values()))
+            out.update({f"grad_share_{name}": share for name, share in shares.items()})
+        out["loss"] = torch.stack(list(terms.values())).sum()
         return out
 
     def _correlations(
@@ -222,16 +233,19 @@ class SttObjective(nn.Module):
         ref_ch = _channel(lab_clean, 0, dropped_ch)  # (B, 1, S, S)
         tgt_ch = _channel(lab_clean, -1, dropped_ch)
         finest = self.config.levels[0]
+        out["copy_psnr"] = reconstruction_psnr(copy_reconstruction(corrs[finest], ref_ch), tgt_ch)
         if not self.config.reconstruction:  # diagnostics only, from the distillation's correlations
             with torch.no_grad():
                 image = reconstruct(corrs[finest], ref_ch)
             out["psnr"], out["reconstruction"] = reconstruction_psnr(image, tgt_ch), image
+            out["psnr_gain"] = out["psnr"] - out["copy_psnr"]
             return lab_clean.new_zeros(())
         losses, images = pyramid_reconstruction(
             corrs, ref_ch, tgt_ch, self.config.rec_loss, self.config.rec_weight
         )
         out.update(losses)
         out["psnr"] = reconstruction_psnr(images[finest], tgt_ch)
+        out["psnr_gain"] = out["psnr"] - out["copy_psnr"]
         out["reconstruction"] = images[finest].detach()
         return torch.stack(list(losses.values())).sum()
 

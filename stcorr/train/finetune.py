@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from stcorr.data.augment import ClipSpec
 from stcorr.data.reader import make_clip_dataset, make_loader
+from stcorr.models.contract import ModelContract, override_contract
 from stcorr.models.resnet import build_backbone, load_encoder_state
 from stcorr.objectives.crw import CRW
 from stcorr.objectives.stt import SttObjective, required_taps
@@ -38,7 +39,7 @@ class FinetuneStage(TrainStage):
             if init is not None:
                 load_encoder_state(crw.encoder, load_weights(init), init)
             return crw
-        student = build_backbone("stt_student", section.arch, out=required_taps(section.stt))
+        student = build_backbone(section.student_preset, section.arch, out=required_taps(section.stt))
         if init is not None:
             load_encoder_state(student, load_weights(init), init)
         teacher = None
@@ -84,18 +85,28 @@ class FinetuneStage(TrainStage):
         loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
         return resume_stream(loader, start_step)
 
-    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
+    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator,
+             diagnose: bool = False) -> dict[str, Tensor]:
         if self.cfg.finetune.objective == "crw":
             return dict(module(batch["rgb"]))
         if "lab_dropped" in batch:
-            return dict(module(batch["lab_dropped"], batch["lab"], batch["rgb"], batch["drop_channel"]))
+            return dict(module(batch["lab_dropped"], batch["lab"], batch["rgb"], batch["drop_channel"],
+                               diagnose=diagnose))
         # Channel dropout off: reconstruct a (channel 1) from the undropped input.
-        return dict(module(batch["lab"], batch["lab"], batch["rgb"], 1))
+        return dict(module(batch["lab"], batch["lab"], batch["rgb"], 1, diagnose=diagnose))
 
     def encoder(self, module: nn.Module) -> nn.Module:
         inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
         encoder = inner.encoder if isinstance(inner, CRW) else inner.student
         return cast(nn.Module, encoder)
+
+    def contract(self) -> ModelContract:
+        """CRW: RGB in the ``crw`` preset; STT: the student's input in the eval preset."""
+        section = self.cfg.finetune
+        if section.objective == "crw":
+            return override_contract("crw", arch=section.arch)
+        spelling = "stt-rgb" if section.stt.student_input == "rgb" else "stt"
+        return override_contract(spelling, arch=section.arch, train_preset=section.student_preset)
 
     def panel(self, out: dict[str, Tensor], batch: dict[str, Any]) -> np.ndarray | None:
         if "reconstruction" in out:

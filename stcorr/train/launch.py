@@ -19,6 +19,7 @@ from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from stcorr.storage import is_s3, split_s3, storage_from_config
 from stcorr.tracking import resolve_uri
+from stcorr.train.health import HEALTH_FILE
 from stcorr.train.stages import StageInputs
 from stcorr.train.worker import ENCODER_FILE, FAILURE_FILE, STOP_FILE, checkpoint_folder, train_worker
 
@@ -39,7 +40,7 @@ class TrainResult:
     checkpoint: str  # where Ray persisted the final checkpoint (local folder or s3 URI)
     encoder_path: Path  # local copy of the exported encoder (torchvision key names)
     steps: int
-    extras: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. teacher_sha256.txt
+    extras: dict[str, str] = dataclasses.field(default_factory=dict)  # teacher_sha256.txt, health.json
 
 
 def ray_storage(cfg: PipelineConfig) -> tuple[str, Any]:
@@ -181,7 +182,7 @@ def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:
     extras: dict[str, str] = {}
     with checkpoint_folder(result.checkpoint) as folder:
         shutil.copyfile(folder / ENCODER_FILE, out_dir / ENCODER_FILE)
-        for extra in folder.glob("*.txt"):
+        for extra in [*folder.glob("*.txt"), *folder.glob(HEALTH_FILE)]:
             extras[extra.name] = extra.read_text()
     path = result.checkpoint.path
     location = f"s3://{path}" if is_s3(cfg.storage.root) else path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -10,8 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from stcorr.data.reader import make_image_dataset, make_loader
+from stcorr.models.contract import ModelContract, override_contract
 from stcorr.objectives.moco import MoCo
 from stcorr.train.stages import TrainStage, resume_stream
+
+
+def image_ids(keys: list[str]) -> Tensor:
+    """Stable non-negative int64 ids of the images' sample keys (``(N,)``), for diagnostics."""
+    return torch.tensor([int.from_bytes(hashlib.sha1(k.encode()).digest()[:8], "little") >> 1
+                         for k in keys], dtype=torch.long)
 
 
 class PretrainStage(TrainStage):
@@ -42,10 +50,16 @@ class PretrainStage(TrainStage):
         loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
         return resume_stream(loader, start_step)
 
-    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
-        out = module(batch["q"], batch["k"])
-        return {"loss": out["loss"], "acc1": out["acc1"]}
+    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator,
+             diagnose: bool = False) -> dict[str, Tensor]:
+        out = module(batch["q"], batch["k"], image_ids(batch["key"]))
+        keep = ("loss", "acc1", "acc1_chance", "positive_in_queue")
+        return {k: out[k] for k in keep if k in out}
 
     def encoder(self, module: nn.Module) -> nn.Module:
         inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
         return cast(nn.Module, inner.encoder_q)
+
+    def contract(self) -> ModelContract:
+        """RGB, ImageNet-normalised; evaluated in the stride-8 eval preset."""
+        return override_contract("moco", arch=self.cfg.pretrain.arch)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from stcorr.config import PipelineConfig
+from stcorr.models.contract import ModelContract, pack
 from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
 
 
@@ -38,6 +39,7 @@ class TrainStage:
     def __init__(self, cfg: PipelineConfig, inputs: StageInputs) -> None:
         self.cfg = cfg
         self.inputs = inputs
+        self.history: list[dict[str, float]] = []  # log-step scalars since this (re)start
 
     # -- hooks -----------------------------------------------------------------------------
     def build(self) -> nn.Module:
@@ -49,10 +51,16 @@ class TrainStage:
     def batches(self, rank: int, world: int, start_step: int) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
 
-    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Tensor]:
+    def step(self, module: nn.Module, batch: dict[str, Any], rng: np.random.Generator,
+             diagnose: bool = False) -> dict[str, Tensor]:
+        """The step's loss terms; ``diagnose`` (log steps) asks for costlier diagnostics too."""
         raise NotImplementedError
 
     def encoder(self, module: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def contract(self) -> ModelContract:
+        """How the exported encoder must be fed at evaluation (stored with its weights)."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------
@@ -76,9 +84,9 @@ class TrainStage:
         """Files to put next to the checkpoint (e.g. the teacher's hash at the end)."""
         return {}
 
-    def export(self, module: nn.Module) -> dict[str, Tensor]:
-        """The trained encoder in torchvision key names: the stage's output."""
-        return encoder_state_dict(self.encoder(module))
+    def export(self, module: nn.Module) -> dict[str, Any]:
+        """The stage's output: the encoder in torchvision key names, packed with its contract."""
+        return pack(encoder_state_dict(self.encoder(module)), self.contract())
 
 
 def resume_stream(loader: Iterable[dict[str, Any]], start_step: int) -> Iterator[dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from stcorr.models.contract import override_contract, pack, unpack
 from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
 
 
@@ -44,9 +45,12 @@ def build_teacher(weights: Path, arch: str) -> nn.Module:
 
 
 def make_teacher(pretrain_encoder: Path, out_file: Path, arch: str) -> str:
-    """Load, freeze and save the teacher; return its sha256."""
+    """Load, freeze and save the teacher with the spatial encoder's contract; return its sha256
+    (over the weights only)."""
     teacher = build_teacher(pretrain_encoder, arch)
     state = encoder_state_dict(teacher)
+    loaded = torch.load(pretrain_encoder, map_location="cpu", weights_only=True)
+    contract = unpack(loaded, str(pretrain_encoder))[1] or override_contract("moco", arch=arch)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out_file)
+    torch.save(pack(state, contract), out_file)
     return state_sha256(state)

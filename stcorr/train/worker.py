@@ -25,6 +25,7 @@ import torch
 
 from stcorr.config import PipelineConfig
 from stcorr.train.checkpoint import capture_state, restore_checkpoint, write_state
+from stcorr.train.health import HEALTH_FILE
 from stcorr.train.rank0 import Rank0
 from stcorr.train.schedule import cosine_with_warmup
 from stcorr.train.stages import StageInputs, TrainStage
@@ -137,7 +138,7 @@ def _run_steps(
         began = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - began
-        out = stage.step(wrapped, batch, rng)
+        out = stage.step(wrapped, batch, rng, diagnose=_log_step(step, section.log_every, stage.steps))
         finite, stop = _agree(out["loss"], stop_watch.requested(), world)
         if not finite:
             _report_nonfinite(step, loop_config, rank)
@@ -170,7 +171,7 @@ def _after_step(
     optimizer: torch.optim.Optimizer,
 ) -> None:
     section = stage._section
-    if (step + 1) % section.log_every == 0 or step == 0 or step + 1 == stage.steps:
+    if _log_step(step, section.log_every, stage.steps):
         scalars = {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
         scalars.update(
             lr=optimizer.param_groups[0]["lr"],
@@ -178,12 +179,18 @@ def _after_step(
             data_wait_share=waited / max(elapsed, 1e-9),
         )
         log.metrics(scalars, step + 1)
+        stage.history.append({"step": float(step + 1), **scalars})  # health.json: learned anything?
         log.progress(step, stage.steps, 0, scalars["loss"])
     image_every = getattr(section, "image_every", 0)
     if log.enabled and image_every and ((step + 1) % image_every == 0 or step == 0):
         panel = stage.panel(out, batch)
         if panel is not None:
             log.image(panel, f"panels/step_{step + 1:06d}.png")
+
+
+def _log_step(step: int, log_every: int, steps: int) -> bool:
+    """Metrics (and the costlier diagnostics) at the first, every ``log_every``-th and last step."""
+    return (step + 1) % log_every == 0 or step == 0 or step + 1 == steps
 
 
 def _node_ids(world: int) -> list[str]:
@@ -269,7 +276,7 @@ def _checkpoint(
         step=step, config=loop_config["config"], model=module, optimizer=optimizer, scheduler=scheduler
     )
     encoder = copy.deepcopy(stage.export(module))
-    extras = stage.extra_files(module)
+    extras = {**stage.extra_files(module), HEALTH_FILE: json.dumps(stage.history).encode()}
     folder = Path(tempfile.mkdtemp(prefix=f"stcorr-{stage.name}-{step}-"))
     storage = ray.train.get_context().get_storage()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = {"images": 1, "videos": 2, "davis": 3, "vip": 4, "jhmdb": 5}
+KINDS = {"images": 1, "videos": 2, "davis": 3, "vip": 4, "jhmdb": 5, "footage": 6}
 
 
 def item_rng(seed: int, kind: str, index: int) -> np.random.Generator:
