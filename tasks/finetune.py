@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -20,6 +22,7 @@ from tasks.training import (
     save_output,
     shard_urls,
     stage_fingerprint,
+    warn_setup,
 )
 
 __all__ = ["NonFiniteLossError", "TeacherChangedError", "finetune_task", "run_finetune"]
@@ -57,6 +60,8 @@ def run_finetune(
     fp = stage_fingerprint("finetune", cfg.finetune, *upstream, str(workers))
     inputs = StageInputs(shards=shards, init_weights=init_path, teacher_weights=teacher_path)
     with claim(cfg, "finetune", fp) as done:
+        if done is None:
+            warn_setup("finetune", _context(cfg))
         return done or _train(cfg, fp, inputs, teacher_sha, pipeline)
 
 
@@ -73,13 +78,17 @@ def _train(cfg: PipelineConfig, fp: str, inputs: StageInputs, teacher_sha: str, 
         )
         tags = {"stcorr.stage": "finetune"}  # + the encoder's contract (register_encoder)
         version = register(cfg, run, result.encoder_path, alias="candidate", tags=tags)
-        section = cfg.finetune
-        health = record_health(run, "finetune", result.extras, {
-            "objective": section.objective, "global_distill": section.stt.global_distill,
-            "crop": section.crop_size})
+        health = record_health(run, "finetune", result.extras, _context(cfg))
         out = StageOutput("finetune", fp, str(result.encoder_path), version, run.run_id,
                           checkpoint=result.checkpoint, health=health)
         return save_output(run, out)
+
+
+def _context(cfg: PipelineConfig) -> dict[str, Any]:
+    """What the health checks need to know besides the logged diagnostics."""
+    section = cfg.finetune
+    return {"objective": section.objective, "global_distill": section.stt.global_distill,
+            "crop": section.crop_size}
 
 
 finetune_task = task(name="finetune", cache_policy=NO_CACHE)(run_finetune)

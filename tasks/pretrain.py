@@ -17,6 +17,7 @@ from tasks.training import (
     save_output,
     shard_urls,
     stage_fingerprint,
+    warn_setup,
 )
 
 
@@ -26,6 +27,8 @@ def run_pretrain(cfg: PipelineConfig, image_manifest: str, *, pipeline: str = ""
     workers = cfg.compute.for_stage("pretrain").workers  # the batch is per rank: part of the recipe
     fp = stage_fingerprint("pretrain", cfg.pretrain, source_fp, str(workers))
     with claim(cfg, "pretrain", fp) as done:
+        if done is None:
+            warn_setup("pretrain", _context(cfg, images))
         return done or _train(cfg, fp, shards, images, pipeline)
 
 
@@ -35,12 +38,16 @@ def _train(cfg: PipelineConfig, fp: str, shards: list[str], images: int, pipelin
             cfg, "pretrain", StageInputs(shards=shards), run_name=f"pretrain-{fp[:16]}", run_id=run.run_id
         )
         run.log_metrics({"final_step": result.steps})
-        health = record_health(run, "pretrain", result.extras,
-                               {"queue": cfg.pretrain.moco.queue, "images": images})
+        health = record_health(run, "pretrain", result.extras, _context(cfg, images))
         version = register(cfg, run, result.encoder_path, alias=None, tags={"stcorr.stage": "pretrain"})
         out = StageOutput("pretrain", fp, str(result.encoder_path), version, run.run_id,
                           checkpoint=result.checkpoint, health=health)
         return save_output(run, out)
+
+
+def _context(cfg: PipelineConfig, images: int) -> dict[str, int]:
+    """What the health checks need to know besides the logged diagnostics."""
+    return {"queue": cfg.pretrain.moco.queue, "images": images}
 
 
 pretrain_task = task(name="pretrain", cache_policy=NO_CACHE)(run_pretrain)

@@ -85,6 +85,16 @@ def register(
     )
 
 
+def warn_setup(stage: str, context: dict[str, Any]) -> None:
+    """Print the problems training would have, before it starts (``stcorr.train.health``)."""
+    import sys
+
+    from stcorr.train.health import setup_warnings
+
+    for line in setup_warnings(stage, context):
+        print(f"stcorr: warning: {stage}: {line}", file=sys.stderr, flush=True)
+
+
 def record_health(run: Any, stage: str, extras: dict[str, str], context: dict[str, Any]) -> tuple[str, ...]:
     """Assess the stage's log-step diagnostics; log ``health/*`` metrics and tags, print them.
 

@@ -22,9 +22,12 @@ from stcorr.models.resnet import (
 # (preset, expected stride per default tap), from the METHODS.md 2.3 table and CRW's modify()
 EXPECTED_STRIDES = {
     "stt_student": {"res3": 4, "res4": 8, "res5": 32},
+    "stt_student_pool": {"res3": 4, "res4": 8, "res5": 32},
     "stt_teacher": {"res5": 32},
     "eval_d8": {"res4": 8},
     "eval_d4": {"res4": 4},
+    "eval_pool_d8": {"res4": 8},
+    "eval_student_pool_d8": {"res4": 8},
     "crw": {"res4": 8, "res5": 8},
 }
 
