@@ -17,11 +17,18 @@ class MocoConfig(Section):
     dim: PosInt = Field(128, description="Embedding size of the MLP head (MoCo v2).")
     hidden: PosInt = Field(2048, description="Hidden width of the 2-layer MLP head (MoCo v2).")
     queue: PosInt = Field(
-        1024,
-        description="Negatives in the queue (K). MoCo uses 65536 for ImageNet; the demo data set has "
-        "a few hundred images, so a smaller queue avoids stale keys.",
+        256,
+        description="Negatives in the queue (K). MoCo uses 65536 for ImageNet's 1.28M images; it must "
+        "stay well below the number of distinct images, or the queue holds keys of each query's own "
+        "image as negatives (1024 keys over the demo's old 256 images left the loss at chance, "
+        "ln(1+K)). 256 is a quarter of the demo's 1024 images.",
     )
-    momentum: Fraction = Field(0.999, description="Key-encoder momentum m (MoCo).")
+    momentum: Fraction = Field(
+        0.99,
+        description="Key-encoder momentum m (MoCo: 0.999 over ~200k steps). A 60-step run needs keys "
+        "that follow the query encoder: at 0.999 they barely leave their random init; the cluster "
+        "profile uses 0.999.",
+    )
     tau: PosFloat = Field(0.2, description="InfoNCE temperature (MoCo v2 uses 0.2).")
     shuffle_bn: bool = Field(
         True, description="Shuffle BN across ranks for the key encoder (MoCo); SyncBN is the alternative."
@@ -75,7 +82,10 @@ class SttConfig(Section):
         "intent) or mean (rows sum to 1/4, the reference code).",
     )
     global_distill: bool = Field(
-        True, description="Global correlation distillation L_gc vs the teacher (Eq. 2-3)."
+        False,
+        description="Global correlation distillation L_gc vs the teacher (Eq. 2-3). Off in the demo: at "
+        "its 96-px crops res5 (stride 32) is a 3x3 grid where both correlations are near one-hot and "
+        "the term is ~0 (the stage warns); on in the cpu-hour and cluster profiles (crops >= 128).",
     )
     beta: NonNegFloat = Field(50.0, description="Weight beta of L_gc in Eq. 10 (reference code: 50).")
     teacher_tau: PosFloat = Field(0.07, description="Teacher correlation temperature (reference code: 0.07).")

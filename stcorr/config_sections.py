@@ -98,14 +98,49 @@ class ComputeConfig(Section):
 
 class SynthConfig(Section):
     seed: int = Field(0, description="Everything synthetic is a pure function of this seed.")
-    images: NonNegInt = Field(256, description="Still images for contrastive pretraining.")
-    image_size: PosInt = Field(96, description="Side of a synthetic still image in pixels.")
+    images: NonNegInt = Field(
+        1024,
+        description="Still images for contrastive pretraining. MoCo's queue (pretrain.moco.queue) must "
+        "stay below this, or it holds keys of the very images it is contrasted with.",
+    )
+    image_size: PosInt = Field(
+        128, description="Side of a synthetic still image in pixels; 128 leaves room for MoCo's "
+        "random crops (scale 0.2-1) at pretrain.image_size.",
+    )
     videos: NonNegInt = Field(24, description="Training videos.")
     video_frames: PosInt = Field(24, description="Frames per training video.")
     video_size: tuple[PosInt, PosInt] = Field(
-        (96, 128), description="(height, width) of training videos; small so the demo trains in minutes."
+        (192, 256),
+        description="(height, width) of training videos. 192x256 keeps objects several stride-8 cells "
+        "wide after the finetune crop (area 0.6-1, w/h 1.5-2, squashed to finetune.crop_size) and "
+        "generates in seconds; the speeds below are in pixels at this size.",
     )
     objects: PosInt = Field(3, description="Moving textured objects per video.")
+    speed_median: PosFloat = Field(
+        4.5,
+        description="Median speed (px/frame at video_size) of every moving layer of a training video "
+        "(the background's pan and each object); speeds are log-normal. The finetune crop (typically "
+        "~245x140 of 256x192) squashed to S = finetune.crop_size makes a res3 cell (stride 4) ~8-10 "
+        "source px across and ~4-6 down at S = 96-128, so 4.5 px/frame moves a typical point 1-2 "
+        "cells between frames 2 apart, where 0.5-2.5 px/frame at 96x128 moved it under a third of a "
+        "cell and copying the same position reconstructed the frame.",
+    )
+    speed_p95: PosFloat = Field(
+        18.0,
+        description="95th percentile of those speeds (px/frame; sigma = ln(p95/median)/1.645). 18 puts "
+        "5% of layers at 36+ px between frames 2 apart (4-8 res3 cells) and 1% at 64+ px (6-15 "
+        "cells): the fast tail of real footage, mostly inside STT's res3 window (radius 12 cells).",
+    )
+    jitter: NonNegFloat = Field(
+        0.5,
+        description="Camera shake (px): uniform in [-jitter, jitter] on each axis, per frame, added to "
+        "the pan. 0.5 makes every frame's offset sub-pixel, so no two frames align on the pixel grid.",
+    )
+    motion_blur: bool = Field(
+        True,
+        description="Smear each moving layer along its motion (a half-frame exposure) as a camera does; "
+        "masks stay the exact silhouettes of each frame's central pose.",
+    )
     davis_sequences: NonNegInt = Field(4, description="Sequences in the synthetic DAVIS-2017 benchmark.")
     vip_sequences: NonNegInt = Field(2, description="Sequences in the synthetic VIP benchmark.")
     jhmdb_sequences: NonNegInt = Field(2, description="Sequences in the synthetic JHMDB benchmark.")
@@ -226,7 +261,19 @@ class PretrainConfig(Section):
     )
     batch_size: PosInt = Field(16, description="Images per rank per step (MoCo v2: 256 over 8 GPUs).")
     image_size: PosInt = Field(
-        48, description="Crop size of the two views (MoCo: 224); small for the CPU demo."
+        64,
+        description="Crop size of the two views (MoCo: 224). 64 from the 128-px synthetic images keeps "
+        "a res5 map of 2x2 and views that share content (at 48 px top-1 accuracy stayed near chance "
+        "in a short run); small enough for the CPU demo.",
+    )
+    crop_scale: tuple[Fraction, Fraction] = Field(
+        (0.2, 1.0),
+        description="Area range of the views' random resized crops (MoCo v2: 0.2-1 of an ImageNet "
+        "photo, whose object fills much of it).",
+    )
+    color_jitter: Fraction = Field(
+        0.4,
+        description="Brightness, contrast and saturation jitter of the views (hue: a quarter; MoCo v2: 0.4).",
     )
     lr: PosFloat = Field(0.03, description="SGD learning rate (MoCo v2: 0.03 for batch 256).")
     weight_decay: NonNegFloat = Field(1e-4, description="SGD weight decay (MoCo v2).")
@@ -249,7 +296,7 @@ class FinetuneConfig(Section):
     )
     arch: Literal["resnet18", "resnet50"] = Field("resnet18", description="Student backbone.")
     student_preset: Literal["stt_student", "stt_student_pool"] = Field(
-        "stt_student",
+        "stt_student_pool",
         description="STT student geometry (CRW always uses its 'crw' preset). 'stt_student' is the "
         "reference code's (no stem pool: layer1 at stride 2, evaluated as eval_d8); "
         "'stt_student_pool' keeps the max-pool stem the pretrained weights learned with (same "
@@ -258,8 +305,18 @@ class FinetuneConfig(Section):
     steps: PosInt = Field(100, description="Optimiser steps; sized for the 10-minute demo on 2 cores.")
     batch_size: PosInt = Field(8, description="Clips per rank per step.")
     clip_frames: PosInt = Field(2, description="Frames per clip T (STT: 2 = reference + target; CRW: 4).")
-    frame_gap: PosInt = Field(1, description="Frames between consecutive clip frames.")
-    crop_size: PosInt = Field(64, description="Side of the shared random resized crop (paper: 256).")
+    frame_gap: PosInt = Field(
+        2,
+        description="Frames between consecutive clip frames. 2 on the synthetic videos puts the median "
+        "displacement at 1-2 res3 cells, so reconstruction cannot copy the same position; real "
+        "YouTube-VOS frames are already every 5th raw frame (STT uses 1, the cluster profile's value).",
+    )
+    crop_size: PosInt = Field(
+        96,
+        description="Side of the shared random resized crop (paper: 256). 96 gives res3 24x24 and "
+        "res4 12x12 grids for the windows of radius 12 and 6 at demo cost; global distillation needs "
+        ">= 128 (a 4x4 res5 grid), so the demo trains without it.",
+    )
     lr: PosFloat = Field(
         1e-4,
         description="Adam learning rate (reference code 5e-5 for batch 64); 1e-4 keeps the 100-step demo "

@@ -173,7 +173,7 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
                   "table": table, "skipped": skipped, "summaries": _summaries(results),
                   "comparisons": [c.to_dict() for c in comparisons], "objects": objects,
                   "notes": {m.name: list(m.notes) for m in models},
-                  "contracts": {m.name: m.contract.describe() for m in models if m.kind != "copy"}}
+                  "contracts": {m.name: m.describe() for m in models}}
         run.log_json(output, OUTPUT_ARTIFACT)
     return output
 

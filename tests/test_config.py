@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -47,6 +48,30 @@ def test_precedence_yaml_then_env_then_set(tmp_path: Path) -> None:
 def test_overrides_parse_yaml_scalars() -> None:
     parsed = parse_overrides(["a.b=500", "a.c=1e-4", "d=null", "e.f=[1, 2]", "g.h=crw"])
     assert parsed == {"a": {"b": 500, "c": 1e-4}, "d": None, "e": {"f": [1, 2]}, "g": {"h": "crw"}}
+
+
+def test_cpu_hour_profile_resolves_with_and_without_the_repo_yaml() -> None:
+    from stcorr.models.resnet import build_backbone
+    from stcorr.train.health import setup_warnings
+
+    for path in (None, REPO / "pipeline_config.yaml"):
+        cfg = load_config(path, profile="cpu-hour")
+        assert cfg.profile == "cpu-hour"
+        assert cfg.compute.ray_address is None and cfg.storage.root == "work"  # embedded services
+        assert cfg.pretrain.moco.queue < cfg.data.synth.images  # no copies of positives as negatives
+        assert cfg.finetune.steps > load_config().finetune.steps
+        # global distillation is on, on a res5 grid of at least 4x4 at the crop it trains on
+        assert cfg.finetune.stt.global_distill
+        res5 = build_backbone(cfg.finetune.student_preset, "resnet18", out=("res5",))
+        grid = res5(torch.zeros(1, 3, cfg.finetune.crop_size, cfg.finetune.crop_size))["res5"].shape[-1]
+        assert grid >= 4
+        assert setup_warnings("pretrain", {"queue": cfg.pretrain.moco.queue,
+                                           "images": cfg.data.synth.images}) == []
+        assert setup_warnings("finetune", {"objective": "stt", "crop": cfg.finetune.crop_size,
+                                           "global_distill": True}) == []
+    result = CliRunner().invoke(app, ["config", "--profile", "cpu-hour"])
+    assert result.exit_code == 0, result.output
+    assert "profile: cpu-hour" in result.output and "global_distill: true" in result.output
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def test_gradient_shares_of_scaled_terms() -> None:
 def test_stt_flags_a_two_by_two_res5_grid_and_no_gain_over_copying() -> None:
     torch.manual_seed(2)
     student = build_backbone("stt_student", out=("res3", "res4", "res5"))
-    objective = SttObjective(SttConfig(), student, build_backbone("stt_teacher")).train()
+    objective = SttObjective(SttConfig(global_distill=True), student, build_backbone("stt_teacher")).train()
     smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4), size=(64, 64), mode="bilinear")
     rgb = torch.stack([smooth, smooth], dim=1)  # a static pair: copying the same place is right
     lab = normalize_lab(rgb_to_lab(rgb))

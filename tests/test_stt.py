@@ -171,7 +171,7 @@ def test_per_clip_channels_equal_one_shared_channel() -> None:
 def test_inconsistent_configs_raise() -> None:
     student = build_backbone("stt_student")
     with pytest.raises(ValueError, match="no teacher"):
-        SttObjective(SttConfig(), student, None)
+        SttObjective(SttConfig(global_distill=True), student, None)
     bad = SttConfig(levels=("res4",), radii=(6,), global_distill=False)
     with pytest.raises(ValueError, match="local_distill needs"):
         SttObjective(bad, student)

@@ -94,6 +94,12 @@ def test_pretrain_trains_registers_and_teacher_freezes(cfg: PipelineConfig, mani
     peak = max(losses[s] for s in range(2, 9))
     assert np.mean([losses[s] for s in range(19, 25)]) < peak - 0.03
     assert _history(cfg, out.run_id, "acc1") and _history(cfg, out.run_id, "samples_per_s")
+    # 96 images, a 64-key queue: no image's key is in the queue in its own batch's step 1
+    assert _history(cfg, out.run_id, "positive_in_queue")[1] == 0.0
+    chance = _history(cfg, out.run_id, "acc1_chance")
+    assert chance and all(v == pytest.approx(100 / 65) for v in chance.values())
+    assert out.health[0].startswith("pretrain health: ") and "acc1_chance 1.54" in out.health[0]
+    assert _history(cfg, out.run_id, "health/acc1_chance")
 
     state, contract = unpack(torch.load(out.encoder, weights_only=True), out.encoder)
     assert "conv1.weight" in state and "layer4.1.bn2.running_var" in state  # torchvision names

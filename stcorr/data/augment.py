@@ -238,26 +238,42 @@ def drop_ab_channel(lab: torch.Tensor, rng: np.random.Generator) -> tuple[torch.
     return out * 1.5, channel
 
 
-def moco_view(image: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+@dataclass(frozen=True)
+class ViewSpec:
+    """MoCo v2's view augmentations; the defaults are the paper's (224-px views of ImageNet)."""
+
+    scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
+    jitter: float = 0.4  # ColorJitter brightness/contrast/saturation (hue: a quarter of it)
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"ViewSpec: need 0 < scale lo <= hi <= 1, got scale={self.scale}")
+
+
+def moco_view(image: torch.Tensor, size: int, rng: np.random.Generator,
+              spec: ViewSpec = ViewSpec()) -> torch.Tensor:
     """One MoCo v2 view of an image, ImageNet-normalised.
 
     Args:
         image: ``(3, H, W)`` uint8 RGB.
         size: output side S.
+        spec: crop scale, colour jitter and the probabilities of grey and blur.
 
     Returns:
         ``(3, S, S)`` float32.
     """
     import torchvision.transforms.v2.functional as TF
 
-    box = crop_box(image.shape[1], image.shape[2], (0.2, 1.0), (3 / 4, 4 / 3), rng, attempts=10)
+    box = crop_box(image.shape[1], image.shape[2], spec.scale, (3 / 4, 4 / 3), rng, attempts=10)
     view: Any = TF.resized_crop(image, *box, size=[size, size], antialias=True)
     view = TF.to_dtype(view, torch.float32, scale=True)  # (3, S, S) in [0, 1]
     if rng.random() < 0.8:
-        view = _color_jitter(view, rng, 0.4, 0.4, 0.4, 0.1)
-    if rng.random() < 0.2:
+        view = _color_jitter(view, rng, spec.jitter, spec.jitter, spec.jitter, spec.jitter / 4)
+    if rng.random() < spec.grayscale_p:
         view = TF.rgb_to_grayscale(view, num_output_channels=3)
-    if rng.random() < 0.5:
+    if rng.random() < spec.blur_p:
         kernel = 2 * round(0.05 * size) + 1  # 23 at S = 224, as in SimCLR/MoCo v2 ports
         view = TF.gaussian_blur(view, [kernel, kernel], [float(rng.uniform(0.1, 2.0))] * 2)
     if rng.random() < 0.5:

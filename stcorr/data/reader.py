@@ -28,6 +28,7 @@ import torch
 
 from stcorr.data.augment import (
     ClipSpec,
+    ViewSpec,
     augment_clip,
     collate_clips,
     finish_clips,
@@ -236,11 +237,11 @@ def make_clip_dataset(urls: Sequence[str], *, rank: int, world_size: int, clip: 
 # ---------------------------------------------------------------- images (MoCo v2, STT stage 1)
 
 
-def _image_stage(size: int, samples: Iterator[Sample],
+def _image_stage(size: int, views: ViewSpec, samples: Iterator[Sample],
                  rng: np.random.Generator) -> Iterator[Sample]:
     def load(sample: Sample) -> Sample:
         image = load_image(sample)  # (3, H, W) uint8
-        return {"q": moco_view(image, size, rng), "k": moco_view(image, size, rng),
+        return {"q": moco_view(image, size, rng, views), "k": moco_view(image, size, rng, views),
                 "key": sample["__key__"]}
 
     return _readable(samples, load)
@@ -255,16 +256,18 @@ def _collate_views(items: list[Sample]) -> Sample:
 def make_image_dataset(urls: Sequence[str], *, rank: int, world_size: int, size: int,
                        seed: int, shuffle_buffer: int = 512, resampled: bool = False,
                        samples_per_rank: int | None = None,
-                       s3_endpoint_url: str | None = None) -> ShardStream:
+                       s3_endpoint_url: str | None = None,
+                       views: ViewSpec = ViewSpec()) -> ShardStream:
     """Two MoCo v2 views per image: ``q``, ``k`` ``(3, S, S)`` ImageNet-normalised, ``key``.
 
-    Arguments as in ``make_clip_dataset``; ``size`` is the view side S (224 in MoCo).
+    Arguments as in ``make_clip_dataset``; ``size`` is the view side S (224 in MoCo), ``views``
+    the augmentations.
     """
     import torchvision.transforms.v2.functional  # noqa: F401  import once, before workers fork
 
     return ShardStream(urls, rank=rank, world_size=world_size, seed=seed,
                        shuffle_buffer=shuffle_buffer, resampled=resampled,
-                       samples_per_rank=samples_per_rank, stage=partial(_image_stage, size),
+                       samples_per_rank=samples_per_rank, stage=partial(_image_stage, size, views),
                        collate=_collate_views, finish=_as_is, s3_endpoint_url=s3_endpoint_url)
 
 

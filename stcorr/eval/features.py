@@ -69,6 +69,15 @@ class ModelSpec:
     weights: str | None = None
     notes: tuple[str, ...] = ()
 
+    def describe(self) -> str:
+        """How the model is run, in one phrase (the report's "how each model was run")."""
+        if self.kind == "lab":
+            return (f"raw Lab pixels, normalised by (50, 0, 0) / (50, 127, 127), averaged over each "
+                    f"{self.stride}x{self.stride} cell")
+        if self.kind == "copy":
+            return "frame 0's labels repeated in every frame (no features)"
+        return self.contract.describe()
+
     @property
     def input(self) -> str:
         return self.contract.input

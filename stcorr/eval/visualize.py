@@ -117,7 +117,10 @@ def animated_gif(frames: Sequence[np.ndarray], *, fps: float = 8.0, height: int 
     if not frames:
         raise ValueError("gif: no frames to draw; expected at least one")
     size = min(height, frames[0].shape[0])
-    images = [_resize(frames[i], size) for i in _pick(max_frames, len(frames))]
+    # Fast-octree palettes: PIL's default GIF quantiser took ~1 s per 8 frames at 427x240, more
+    # than a sequence's metrics; this one takes ~25 ms for the same look.
+    images = [_resize(frames[i], size).quantize(256, method=Image.Quantize.FASTOCTREE)
+              for i in _pick(max_frames, len(frames))]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                    duration=round(1000 / fps), loop=0)

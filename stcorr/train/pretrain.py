@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from stcorr.data.augment import ViewSpec
 from stcorr.data.reader import make_image_dataset, make_loader
 from stcorr.models.contract import ModelContract, override_contract
 from stcorr.objectives.moco import MoCo
@@ -46,6 +47,7 @@ class PretrainStage(TrainStage):
             resampled=True,
             samples_per_rank=section.steps * section.batch_size,
             s3_endpoint_url=self.cfg.storage.s3_endpoint_url,
+            views=ViewSpec(scale=section.crop_scale, jitter=section.color_jitter),
         )
         loader = make_loader(dataset, section.batch_size, self.cfg.compute.loader_workers)
         return resume_stream(loader, start_step)

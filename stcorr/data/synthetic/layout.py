@@ -22,6 +22,8 @@ import numpy as np
 from stcorr.config_sections import SynthConfig
 from stcorr.data.synthetic import benchmarks as bm
 from stcorr.data.synthetic import writers as wr
+from stcorr.data.synthetic.kinematics import MotionSpec
+from stcorr.data.synthetic.look import NATURAL_LOOK
 from stcorr.data.synthetic.scene import VideoScene, render_image, render_video
 from stcorr.data.synthetic.seeds import item_rng
 
@@ -33,10 +35,16 @@ def image_sample(cfg: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     return render_image(item_rng(cfg.seed, "images", index), cfg.image_size)
 
 
+def training_motion(cfg: SynthConfig) -> MotionSpec:
+    """The training videos' motion statistics, shake and blur (``data.synth``)."""
+    return MotionSpec(cfg.speed_median, cfg.speed_p95, cfg.jitter, cfg.motion_blur)
+
+
 def video_scene(cfg: SynthConfig, index: int) -> VideoScene:
     """In-memory training video ``index``."""
     rng = item_rng(cfg.seed, "videos", index)
-    return render_video(rng, cfg.video_frames, cfg.video_size, cfg.objects)
+    motion = training_motion(cfg)
+    return render_video(rng, cfg.video_frames, cfg.video_size, cfg.objects, motion, NATURAL_LOOK)
 
 
 def image_path(index: int) -> str:
@@ -83,6 +91,10 @@ def check_config(cfg: SynthConfig) -> None:
         )
     if min(cfg.benchmark_size) < 16:
         raise ValueError(f"data.synth.benchmark_size: expected sides >= 16, got {cfg.benchmark_size}")
+    if cfg.speed_p95 < cfg.speed_median:
+        raise ValueError(
+            f"data.synth.speed_p95: expected >= speed_median ({cfg.speed_median}), got {cfg.speed_p95}"
+        )
 
 
 def _readme(cfg: SynthConfig) -> str:

@@ -1,9 +1,10 @@
-"""Motion and lighting plans of a synthetic video: object paths, scale, rotation, pan, illumination.
+"""Pose and lighting plans of a synthetic video: scale, rotation, exits, slow pans, illumination.
 
 The plans make tracking non-trivial in the ways real videos are (and which label propagation on
 DAVIS must survive, Jabri et al., NeurIPS 2020, Sec. 4): objects cross (occlusion), one object leaves
 the frame and comes back, objects grow, shrink and turn, the camera pans and the light drifts.
-All positions are ``(y, x)`` in pixels with pixel centres at ``i + 0.5``.
+How fast things move (log-normal speeds, turning paths, the training clips' pan) is
+``kinematics.py``. All positions are ``(y, x)`` in pixels with pixel centres at ``i + 0.5``.
 """
 
 from __future__ import annotations
@@ -122,50 +123,6 @@ def exit_path(rng: np.random.Generator, frames: int, size: tuple[int, int], reac
     return path
 
 
-def _max_speed(
-    anchor: np.ndarray, direction: np.ndarray, t_anchor: int, frames: int, size: tuple[int, int]
-) -> float:
-    """Largest speed along ``direction`` that keeps both ends of the path inside ``BOX``."""
-    limit = np.inf
-    for dt in (-t_anchor, frames - 1 - t_anchor):
-        for a in (0, 1):
-            step = direction[a] * dt
-            if abs(step) < 1e-9:
-                continue
-            bound = (BOX[1] if step > 0 else BOX[0]) * size[a]
-            limit = min(limit, (bound - anchor[a]) / step)
-    return float(max(limit, 0.0))
-
-
-def drift_path(
-    rng: np.random.Generator, frames: int, size: tuple[int, int], anchor: np.ndarray, t_anchor: int
-) -> np.ndarray:
-    """A near-straight path through ``anchor`` at frame ``t_anchor``, with a small wobble.
-
-    Args:
-        rng: random generator.
-        frames: clip length T.
-        size: ``(H, W)``.
-        anchor: ``(2,)`` centre ``(y, x)`` the path passes through.
-        t_anchor: frame at which it is there.
-
-    Returns:
-        ``(T, 2)`` centres ``(y, x)``.
-    """
-    heading = rng.uniform(0.0, 2.0 * np.pi)
-    direction = np.array([np.sin(heading), np.cos(heading)])
-    room = _max_speed(anchor, direction, t_anchor, frames, size)
-    if _max_speed(anchor, -direction, t_anchor, frames, size) > room:  # head where there is room
-        direction = -direction
-        room = _max_speed(anchor, direction, t_anchor, frames, size)
-    speed = min(rng.uniform(0.5, 2.5) * min(size) / 96.0, room)  # px/frame, 96-px reference
-    t = np.arange(frames, dtype=np.float64)
-    amp = rng.uniform(0.0, 0.03) * min(size)
-    period, phase = rng.uniform(6.0, 16.0), rng.uniform(0.0, 2.0 * np.pi, size=2)
-    wobble = amp * np.sin(2.0 * np.pi * t[:, None] / period + phase[None, :])  # (T, 2)
-    return anchor[None, :] + speed * (t - t_anchor)[:, None] * direction + wobble - wobble[t_anchor]
-
-
 def meeting_frame(rng: np.random.Generator, other: np.ndarray, size: tuple[int, int]) -> int:
     """A frame at which ``other`` (``(T, 2)`` centres) is inside ``BOX``, preferably mid-clip.
 
@@ -183,7 +140,7 @@ def meeting_frame(rng: np.random.Generator, other: np.ndarray, size: tuple[int, 
 
 
 def pan_offsets(rng: np.random.Generator, frames: int) -> tuple[np.ndarray, int]:
-    """A slow camera pan: ``(T, 2)`` offsets ``(y, x)`` in [0, 2 pad] and the pad they need."""
+    """A slow camera pan (the puppet benchmarks): ``(T, 2)`` offsets ``(y, x)`` in [0, 2 pad] and the pad."""
     heading = rng.uniform(0.0, 2.0 * np.pi)
     velocity = rng.uniform(0.2, 0.8) * np.array([np.sin(heading), np.cos(heading)])
     pad = int(np.ceil(0.8 * max(frames - 1, 0))) + 2

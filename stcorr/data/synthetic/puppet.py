@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from stcorr.data.synthetic import motion as mo
 from stcorr.data.synthetic import skeleton as sk
-from stcorr.data.synthetic.scene import panned_background
+from stcorr.data.synthetic.compose import panned_background
 from stcorr.data.synthetic.textures import background, random_palette, texture
 
 VIP_CLASSES = (
@@ -272,7 +272,7 @@ def render_puppets(
         raise ValueError(f"render_puppets: expected {people} actions, got {len(actions)}")
     if min(size) < 16 or frames < 1:
         raise ValueError(f"render_puppets: expected frames >= 1 and size >= 16, got {frames}, {size}")
-    palette = random_palette(rng)
+    palette = random_palette(rng, style="vivid")  # a smoke test: see look.BENCHMARK_LOOK
     offsets, pad = mo.pan_offsets(rng, frames)
     bg = panned_background(background(rng, (size[0] + 2 * pad, size[1] + 2 * pad), palette), offsets, size)
     lighting = mo.illumination(rng, frames)
