@@ -6,12 +6,13 @@
 embedded services of the demo, with the training budget of one hour on a 2-core machine with no
 GPU (evaluation included). A ``profiles.<name>`` block in the YAML replaces the built-in one.
 
-Where the hour goes on 2 cores (README "Profiles" has the measured run): data ~3 min, pretrain
-~5 min (1.1 steps/s), finetune ~35 min (one STT step at 128-px crops with global distillation is
-3.5 s per rank, 1.5 s at the demo's 96 px without it), evaluation ~6 min.
-Fine-tuning gets most of it because that is where the candidate pulls away from raw pixels on
-real footage: 120 -> 400 steps at 96-px crops moved the candidate from 70.7 to 74.3 J&F, while
-60 -> 600 MoCo steps moved the teacher from 70.0 to 74.6 (and MoCo's top-1 sank with them).
+Where the hour goes on 2 cores, measured: data and shards ~2 min, pretrain 4m36 (300 steps;
+top-1 22.9% against a chance of 0.39%), finetune 5.0 s per step at 128-px crops with global
+distillation and the log steps' gradient diagnostics (0.20 steps/s on 2 ranks), so 400 steps are
+~34 min; evaluation at DAVIS 480p ~8 min (the demo's). Fine-tuning gets most of the hour because
+that is where the candidate pulls away from raw pixels on real footage: 120 -> 400 steps at
+96-px crops moved the candidate from 70.7 to 74.3 J&F, while 60 -> 600 MoCo steps moved the
+teacher from 70.0 to 74.6 (and MoCo's top-1 sank with them).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CPU_HOUR: dict[str, Any] = {
         "log_every": 20,
     },
     "finetune": {
-        "steps": 600,
+        "steps": 400,  # 600 measured 50 min alone: over the hour
         "crop_size": 128,  # res5 4x4: global distillation has a grid to work on
         "checkpoint_every": 100,
         "log_every": 20,
