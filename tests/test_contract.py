@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from stcorr.cli import app
-from stcorr.config_sections import SynthConfig, TrackingConfig
+from stcorr.config_data import SynthConfig
+from stcorr.config_sections import TrackingConfig
 from stcorr.data.synthetic import generate
 from stcorr.eval.features import load_model
 from stcorr.models.contract import (

@@ -16,7 +16,8 @@ from skimage.color import rgb2lab
 
 from stcorr.compute import shutdown_ray
 from stcorr.config import PipelineConfig
-from stcorr.config_sections import ComputeConfig, EvaluateConfig, SynthConfig
+from stcorr.config_data import SynthConfig
+from stcorr.config_sections import ComputeConfig, EvaluateConfig
 from stcorr.data.synthetic import generate
 from stcorr.eval.features import FeatureExtractor, load_model
 from stcorr.eval.harness import (
