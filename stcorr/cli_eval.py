@@ -69,11 +69,12 @@ def register(app: typer.Typer) -> None:
         sets: SetOpt = None,
     ) -> None:
         """Evaluate one model or baseline on one benchmark: predictions, metrics JSON, table."""
-        from stcorr.eval.features import load_model
+        from stcorr.eval.features import check_precision, load_model
         from stcorr.eval.harness import evaluate_benchmark, read_benchmark, results_table, table_row
 
         _check_objective(objective)
         cfg = _load(config, sets)
+        check_precision(cfg.evaluate.precision)
         read_benchmark(benchmark, root, cfg.evaluate.max_sequences)  # layout errors before loading
         spec = load_model(model, objective=objective, stride=cfg.evaluate.stride, tracking=cfg.tracking,
                           name=model)
@@ -127,11 +128,12 @@ def register(app: typer.Typer) -> None:
         sets: SetOpt = None,
     ) -> None:
         """Propagate a first-frame mask through a video: palette PNGs per frame + overlay video."""
-        from stcorr.eval.features import load_model
+        from stcorr.eval.features import check_precision, load_model
         from stcorr.eval.track import track_video
 
         _check_objective(objective)
         cfg = _load(config, sets)
+        check_precision(cfg.evaluate.precision)
         spec = load_model(model, objective=objective, stride=cfg.evaluate.stride, tracking=cfg.tracking)
 
         def progress(phase: str, done: int, total: int) -> None:

@@ -33,6 +33,7 @@ CPU_HOUR: dict[str, Any] = {
         "log_every": 20,
         "stt": {"global_distill": True},
     },
+    "evaluate": {"precision": "float32"},  # the papers' arithmetic: the hour has room for it
 }
 
 BUILTIN: dict[str, dict[str, Any]] = {

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
-from stcorr.eval.features import ModelSpec, load_model
+from stcorr.eval.features import ModelSpec, check_precision, load_model
 from stcorr.eval.harness import (
     PROTOCOL,
     BenchmarkResult,
@@ -143,6 +143,7 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
         raise ValueError(f"evaluate.benchmarks: none of {list(cfg.evaluate.benchmarks)} has a "
                          f"root folder (got {sorted(benchmarks)}); set data.davis/vip/jhmdb")
     data = [_data_identity(b, root, cfg.evaluate.max_sequences) for b, root in roots.items()]
+    check_precision(cfg.evaluate.precision)
     models, skipped = _models(cfg, candidate_encoder, teacher_encoder, objective, calibration)
     fp = stage_fingerprint("evaluate", cfg.evaluate, *map(_identity, models), *data)
     with claim(cfg, "evaluate", fp, lambda: _reuse(cfg, fp)) as done:

@@ -110,6 +110,17 @@ def test_lab_features_are_block_means_of_normalised_lab(tmp_path: Path) -> None:
     assert np.abs(feats.permute(0, 2, 3, 1).numpy() - plain).max() < 1e-3
 
 
+def test_bfloat16_features_point_where_float32_features_do(encoder_file: Path) -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    spec = load_model(str(encoder_file), objective="stt")
+    full = FeatureExtractor(spec)(frames)
+    half = FeatureExtractor(spec, precision="bfloat16")(frames)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    cosine = (half * full).sum(1)  # both unit vectors over C
+    assert cosine.min().item() > 0.98
+    assert not torch.equal(half, full)  # the precision key really reaches the forward pass
+
+
 def test_model_specs_follow_the_objective(encoder_file: Path) -> None:
     stt = load_model(str(encoder_file))  # no contract recorded: read as STT (Lab), with a warning
     assert (stt.kind, stt.input, stt.preset, stt.arch, stt.name) == (

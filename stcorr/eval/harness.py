@@ -86,7 +86,7 @@ def _sequence_task(benchmark: str, seq: MaskSequence | PoseSequence, spec: Model
                    size: tuple[int, int] | None) -> SequenceResult:
     """Body of one Ray task (and of the sequential path): build the model, evaluate."""
     weights = read_state(state, spec.weights or spec.name) if state is not None else None
-    extractor = FeatureExtractor(spec, weights)
+    extractor = FeatureExtractor(spec, weights, cfg.precision)
     return evaluate_sequence(PROTOCOL[benchmark], seq, extractor, cfg, pred_dir, size=size,
                              visualize=cfg.visualize)
 

@@ -162,7 +162,7 @@ def track_video(video: str | Path, mask: str | Path, model: ModelSpec, out_dir: 
     ids0 = first_mask(mask, size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    feats = _features(source, frames, FeatureExtractor(model), progress)  # (T, C, h, w)
+    feats = _features(source, frames, FeatureExtractor(model, precision=cfg.precision), progress)
     stt = cfg.window == "square"
     first = first_frame_labels(ids0, (feats.shape[2], feats.shape[3]), mode="nearest" if stt else "bilinear")
     soft = propagate_labels(feats, first, cfg)  # (T, K, h, w)
