@@ -1,6 +1,6 @@
 """Temporal objectives: windowed local correlation vs dense masked attention, and STT/CRW steps.
 
-Contract: /work/shared/BENCHMARKS.md.
+Contract: docs/benchmarks.md.
 
 (a) correlation  Eq. 4 of Li & Liu (CVPR 2023) at the R18 pyramid sizes, 64x64 (C=128, r=12)
     and 32x32 (C=256, r=6), batch 2: stcorr's windowed correlation (tiles, one matmul per

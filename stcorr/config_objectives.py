@@ -71,7 +71,7 @@ class SttConfig(Section):
         "shannon",
         description="Entropy-based selection: Shannon entropy with a global threshold as the paper "
         "describes; 'reference_code' reproduces the official code's sum(-log p) with a row-wise "
-        "threshold (METHODS.md 2.6); 'none' keeps every position.",
+        "threshold (docs/methods.md 2.6); 'none' keeps every position.",
     )
     keep_fraction: Fraction = Field(
         0.7, description="Share of target positions kept by the entropy selection (paper: 0.7)."

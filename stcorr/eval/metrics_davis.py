@@ -1,6 +1,6 @@
 """The official DAVIS-2017 semi-supervised metric: region J, boundary F, and their statistics.
 
-A port of davisvideochallenge/davis2017-evaluation @ ac7c43f (METHODS.md 4.2-4.4):
+A port of davisvideochallenge/davis2017-evaluation @ ac7c43f (docs/methods.md 4.2-4.4):
 ``db_eval_iou``, ``f_measure`` / ``_seg2bmap`` (``davis2017/metrics.py``), ``db_statistics``
 (``davis2017/utils.py:135-161``) and the object-weighted aggregation of
 ``evaluation_method.py``. Per object and frame, the first and last frames excluded; void

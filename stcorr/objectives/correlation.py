@@ -8,7 +8,7 @@ where W_r(i) is the (2r+1) x (2r+1) square of reference positions around i, out-
 positions excluded. Window slot k = (dy + r) * (2r + 1) + (dx + r) holds displacement (dy, dx),
 the channel order of ``F.unfold(kernel_size=2r+1, padding=r)``.
 
-The reference code builds a dense HW x HW matrix and masks it (METHODS.md 2.5); here nothing
+The reference code builds a dense HW x HW matrix and masks it (docs/methods.md 2.5); here nothing
 HW x HW exists. Dot products and the frame transform run on tiles of t x t target positions
 against their (t + 2r)^2 reference neighbourhood, one batched matmul per chunk of tile rows,
 inside custom autograd functions that keep only their inputs for the backward pass; the window

@@ -45,7 +45,7 @@ def pool_fine_correlation(
     """Pseudo-label T of Eq. 9: the fine correlation pooled 2 x 2 on both axes, windowed.
 
     The reference axis is pooled by sum (``norm="sum"``, rows sum to 1, the paper's intent) or by
-    mean (``"mean"``, rows sum to 1/4 as in the reference code, METHODS.md 2.6); the target axis
+    mean (``"mean"``, rows sum to 1/4 as in the reference code, docs/methods.md 2.6); the target axis
     is always averaged. The result is expressed in the coarse window's slots, which hold all of
     its mass when r0 <= 2 * r1 (r0 = 12, r1 = 6 at strides 4 / 8).
 
@@ -95,7 +95,7 @@ def shannon_entropy(logits: Tensor) -> Tensor:
 
 
 def reference_code_entropy(logits: Tensor) -> Tensor:
-    """The reference code's "entropy" E_i = sum_k -log(p_ik + 1e-12) (METHODS.md 2.6, step 2).
+    """The reference code's "entropy" E_i = sum_k -log(p_ik + 1e-12) (docs/methods.md 2.6, step 2).
 
     Not Shannon entropy: it is large for peaked rows. Kept for parity only.
 
@@ -120,7 +120,7 @@ def entropy_selection(
         c2: ``(B, H*W, (2r+1)^2)`` raw coarse-level correlation.
         size: (H, W) of the coarse grid.
         mode: "shannon": keep the ``keep_fraction`` of each sample's positions with the lowest
-            Shannon entropy (one threshold per sample). "reference_code": METHODS.md 2.6 steps
+            Shannon entropy (one threshold per sample). "reference_code": docs/methods.md 2.6 steps
             2-3 exactly (row-wise sort, row int(H * keep_fraction) - 1, keeps ~47 %). "none": 1.
         keep_fraction: share of positions kept.
 

@@ -2,7 +2,7 @@
 
 The target frame's dropped Lab channel is rebuilt as a correlation-weighted sum of the reference
 frame's channel inside each window (Eq. 5), compared with the true channel (Eq. 6), at every
-pyramid level (Eq. 7, summed). As in the reference code (METHODS.md 2.5) the reference channel
+pyramid level (Eq. 7, summed). As in the reference code (docs/methods.md 2.5) the reference channel
 is down-sampled MAST-style (top-left pixel of each d x d block, d = the level's stride) and the
 reconstruction is bilinearly up-sampled to image size before the loss.
 """
@@ -73,7 +73,7 @@ def reconstruction_loss(
 ) -> Tensor:
     """Eq. 6: mean L1 (paper) or smooth-L1 (reference code) of weight * rec vs weight * target.
 
-    The reference code scales both sides by 20 inside smooth-L1 (METHODS.md 2.5), which moves
+    The reference code scales both sides by 20 inside smooth-L1 (docs/methods.md 2.5), which moves
     smooth-L1's quadratic zone; with L1 the weight is a plain factor.
 
     Args:

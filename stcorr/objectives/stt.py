@@ -4,7 +4,7 @@
 
 pyramid frame reconstruction (Eq. 5-7), local correlation distillation with entropy-based
 selection (Eq. 8-9) and global correlation distillation against the frozen spatial teacher
-(Eq. 2-3). Frame 0 of a clip is the reference, the last frame the target (METHODS.md 2.2).
+(Eq. 2-3). Frame 0 of a clip is the reference, the last frame the target (docs/methods.md 2.2).
 Every term is a config switch, so the ablation rows of the paper's Table 1 are configs
 (``TABLE1_ROWS``), not code edits.
 """
@@ -67,7 +67,7 @@ TABLE1_ROWS: dict[str, dict[str, Any]] = {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": True, "selection": "shannon", "global_distill": True,
     },
-    # The full objective with every reference-code quirk (METHODS.md 2.11), for parity runs.
+    # The full objective with every reference-code quirk (docs/methods.md 2.11), for parity runs.
     "reference_code": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "rec_loss": "smooth_l1", "rec_weight": 20.0, "local_distill": True, "alpha": 1000.0,
