@@ -1,4 +1,4 @@
-"""STT distillation terms (Eq. 2-3, 8-9) and the full objective (Eq. 10): closed forms, dense
+"""STT distillation terms (STT Eq. 2-3, 8-9) and the full objective (STT Eq. 10): closed forms, dense
 second implementations written here, and one training step per Table 1 row."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ shares the crop because STT does (``same_on_clip=True``).
 Channel dropout (STT ``framework.py:215-227``; docs/methods.md 2.4): one of a/b is zeroed and the
 rest scaled by 3/(3-1) = 1.5; the dropped channel is the reconstruction target.
 
-MoCo v2 two views (Chen et al., arXiv 2003.04297; STT stage 1 uses MoCo, Eq. 1): RandomResizedCrop
+MoCo v2 two views (Chen et al., arXiv 2003.04297; STT stage 1 uses MoCo, STT Eq. 1): RandomResizedCrop
 (scale 0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, RandomGrayscale 0.2, GaussianBlur
 (sigma 0.1-2) with p 0.5, horizontal flip. Every random draw comes from a ``numpy`` Generator
 passed in, so runs are reproducible and no global RNG is touched.

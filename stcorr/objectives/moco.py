@@ -1,4 +1,4 @@
-"""MoCo v2 spatial contrastive pre-training, Eq. 1 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""MoCo v2 spatial contrastive pre-training, STT Eq. 1 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
 STT's step 1 is InfoNCE on still images (the paper defers to MoCo, He et al., CVPR 2020; v2:
 Chen et al., arXiv 2003.04297): a query encoder, a momentum key encoder, a queue of K negative
@@ -27,7 +27,7 @@ from stcorr.models.resnet import build_backbone, encoder_state_dict
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """InfoNCE of Eq. 1: the positive key is class 0 among 1 + K.
+    """InfoNCE of STT Eq. 1: the positive key is class 0 among 1 + K.
 
     Args:
         q: (N, C) L2-normalised queries.
@@ -46,7 +46,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> tuple[Tensor, T
 
 
 class MoCo(nn.Module):
-    """MoCo v2 with a torchvision-named backbone; `forward` returns the loss (Eq. 1).
+    """MoCo v2 with a torchvision-named backbone; `forward` returns the loss (STT Eq. 1).
 
     Args:
         backbone: module returning {"res5": (B, C, h, w)} with `out_channels["res5"]`; the
