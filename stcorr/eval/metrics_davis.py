@@ -6,7 +6,7 @@ A port of davisvideochallenge/davis2017-evaluation @ ac7c43f (docs/methods.md 4.
 ``evaluation_method.py``. Per object and frame, the first and last frames excluded; void
 (255) GT pixels count as background and are not excluded, as in the official tool.
 
-Departures, each on purpose:
+Departures, each on purpose (docs/methods.md 4.5):
 
 - Boundary dilation by ``disk(r)`` is computed as "Euclidean distance to the nearest boundary
   pixel <= r" (exactly the same pixels as ``cv2.dilate`` with ``skimage.morphology.disk(r)``,

@@ -8,10 +8,10 @@ Follows the released code (docs/methods.md 1.3-1.7): 7x7 grid of 64 px patches a
 jittered by RandomResizedCrop(64, scale (0.7, 0.9)); ResNet-18 with layer3/layer4 at stride 1 and
 reflect padding; spatial mean -> Linear(512, 128) -> L2-normalise; edge dropout sets affinities to
 -1e20 before the temperature.
-Departures: forward and backward transitions draw independent dropout masks (the code writes the
-forward mask in place, so backward edges see both masks: rate ~0.19 instead of p); patch jitter runs
-on the GPU in `forward` (training mode only), and a crop box that does not fit is clamped instead of
-re-drawn (torchvision retries 10 times).
+Departures (docs/methods.md 1.10): forward and backward transitions draw independent dropout masks
+(the code writes the forward mask in place, so backward edges see both masks: rate ~0.19 instead of
+p); patch jitter runs on the GPU in `forward` (training mode only), and a crop box that does not fit
+is clamped instead of re-drawn (torchvision retries 10 times).
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ keys, and L = -log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_K exp(q.k_i / tau)).
 Follows moco's `builder.py`: backbone res5 -> global average pool -> 2-layer MLP head
 ("hidden layer 2048-d, with ReLU", MoCo v2) -> L2-normalise; keys gathered from all ranks before
 they are enqueued; shuffle-BN for the key encoder across ranks.
-Departures: K need not be a multiple of the global batch (the queue write wraps around, moco
-asserts divisibility); the key encoder is updated and the queue written only in training mode,
-so a validation forward leaves the state untouched. Diagnostic (not in moco): the queue also
-keeps the image id of each key, so a step can report how many queries find a key of their own
-image among the negatives, which happens once K reaches the number of distinct images.
+Departures (docs/methods.md 2.1): K need not be a multiple of the global batch (the queue write
+wraps around, moco asserts divisibility); the key encoder is updated and the queue written only in
+training mode, so a validation forward leaves the state untouched. Diagnostic (not in moco): the
+queue also keeps the image id of each key, so a step can report how many queries find a key of their
+own image among the negatives, which happens once K reaches the number of distinct images.
 """
 
 from __future__ import annotations
