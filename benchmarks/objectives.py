@@ -1,8 +1,8 @@
 """Temporal objectives: windowed local correlation vs dense masked attention, and STT/CRW steps.
 
-Contract: /work/shared/BENCHMARKS.md.
+Contract: docs/benchmarks.md.
 
-(a) correlation  Eq. 4 of Li & Liu (CVPR 2023) at the R18 pyramid sizes, 64x64 (C=128, r=12)
+(a) correlation  STT Eq. 4 (Li & Liu, CVPR 2023) at the R18 pyramid sizes, 64x64 (C=128, r=12)
     and 32x32 (C=256, r=6), batch 2: stcorr's windowed correlation (tiles, one matmul per
     chunk, custom backward, no HW x HW matrix) against the reference code's formulation (HW x HW
     matmul, precomputed window mask, masked_fill(-inf), softmax, matmul with the values). Each
@@ -15,7 +15,7 @@ Contract: /work/shared/BENCHMARKS.md.
     target's figure) and "rss" with glibc's defaults (freed blocks under 32 MiB may stay in the
     heap; reported, no target). --quick measures the 64x64 "live" figures only.
 (b) step  one fine-tuning step (forward + backward + Adam step) of the STT objective
-    (stcorr.objectives.stt, full Eq. 10, R18 student + frozen R18 teacher, 2 frames, 256 px) and
+    (stcorr.objectives.stt, full STT Eq. 10, R18 student + frozen R18 teacher, 2 frames, 256 px) and
     of CRW (stcorr.objectives.crw, R18, patch nodes; CRW needs T >= 3, so it runs on 3 frames,
     not STT's 2). The objective's share is timed by running the same objective on recorded
     backbone outputs (features as leaves, so its backward stops there): STT's ``SttObjective``

@@ -1,6 +1,6 @@
 """Benchmark: orchestration overhead of the embedded demo, and a fully cached re-run (issue 6).
 
-Contract: /work/shared/BENCHMARKS.md. Protocol: ``stcorr run --config pipeline_config.yaml`` runs
+Contract: docs/benchmarks.md. Protocol: ``stcorr run --config pipeline_config.yaml`` runs
 as a subprocess in a fresh temporary folder (``work/`` lands there): once (the demo is minutes
 long), then 3 times more in the same folder, where MLflow must show every stage run of the
 re-run as ``stcorr.skipped=true`` (else the benchmark fails). Wall time runs from process start
@@ -21,7 +21,7 @@ Ratios (higher is better): ``compute_share_of_wall`` = union / demo wall, target
 <= 15%); ``cached_rerun_budget_over_time`` = 20 s / cached re-run, target 1.0.
 
 ``--quick`` uses the tiny overrides of tests/test_pipeline.py: a few minutes on 2 cores, not
-BENCHMARKS.md's 60 s (Ray and Prefect start-up alone take ~30 s per run, and there are 4 runs);
+docs/benchmarks.md's 60 s (Ray and Prefect start-up alone take ~30 s per run, and there are 4 runs);
 its stages are so short that its overhead share says little about the real demo.
 
     python benchmarks/orchestration.py [--quick] [--set k=v ...] [--out FILE.json] [--keep DIR]
@@ -256,7 +256,7 @@ def analyse(workdir: Path) -> dict[str, Any]:
 
 
 def report(measured: dict[str, Any], quick: bool) -> dict[str, Any]:
-    """BENCHMARKS.md JSON: figures, ratios, targets, pass (plus the per-stage table and gaps)."""
+    """docs/benchmarks.md JSON: figures, ratios, targets, pass (plus the per-stage table and gaps)."""
     f = measured["figures"]
     ratios = {"compute_share_of_wall": f["stages_compute_s"] / f["demo_wall_s"],
               "cached_rerun_budget_over_time": CACHED_BUDGET_S / f["cached_rerun_s"]}

@@ -163,7 +163,7 @@ def compare(a_path: Path, b_path: Path) -> dict[str, float]:
 
 def report(runs: dict[str, list[dict[str, float]]], cmp: dict[str, float],
            quick: bool) -> dict[str, Any]:
-    """BENCHMARKS.md JSON: figures, ratios, targets, pass."""
+    """docs/benchmarks.md JSON: figures, ratios, targets, pass."""
     med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
     figures = {f"{n}_{k}": round(v, 3) for n, d in med.items() for k, v in d.items()}
     figures.update({k: round(v, 6) for k, v in cmp.items()})
@@ -173,7 +173,7 @@ def report(runs: dict[str, list[dict[str, float]]], cmp: dict[str, float],
         med["dense"]["steady_frame_s"] / med["stcorr"]["steady_frame_s"], 2)
     figures["cpu_stcorr_vs_dense"] = round(
         med["dense"]["cpu_seconds"] / med["stcorr"]["cpu_seconds"], 2)
-    targets = TARGETS  # the issue's targets in both modes (BENCHMARKS.md: same ratios)
+    targets = TARGETS  # the issue's targets in both modes (docs/benchmarks.md: same ratios)
     ratios = {
         "dense_mem_over_stcorr_mem": round(
             med["dense"]["added_rss_mb"] / max(med["stcorr"]["added_rss_mb"], 1.0), 2),

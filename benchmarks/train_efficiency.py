@@ -1,6 +1,6 @@
 """Training efficiency: the real Ray Train stages vs the same steps on in-memory tensors.
 
-Contract: /work/shared/BENCHMARKS.md. For pretrain (MoCo v2) and finetune (STT, full Eq. 10 with
+Contract: docs/benchmarks.md. For pretrain (MoCo v2) and finetune (STT, the full STT Eq. 10 with
 the frozen teacher), with 1 and 2 Ray Train workers, alternating per repetition:
 
   (a) pipeline  ``stcorr.train.launch.fit_stage``: the real ``TorchTrainer`` and worker loop,

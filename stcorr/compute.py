@@ -21,7 +21,7 @@ def ray_env(compute: ComputeConfig) -> dict[str, str]:
     """Environment every Ray process of ours needs (driver, ``ray start``, workers).
 
     Ray 2.60 turns token auth on by itself and writes ``~/.ray/auth_token``; locally we switch it
-    off, on a cluster every node and driver must agree on ``token`` (STACK.md 3d).
+    off, on a cluster every node and driver must agree on ``token`` (docs/stack.md 1.1).
     """
     from stcorr.tracking import HTTP_RETRIES
 

@@ -36,16 +36,16 @@ class MocoConfig(Section):
 
 
 class SttConfig(Section):
-    """STT temporal objective, Eq. 2-10 of Li & Liu, CVPR 2023."""
+    """STT temporal objective, STT Eq. 2-10 (Li & Liu, CVPR 2023)."""
 
     levels: tuple[Literal["res3", "res4"], ...] = Field(
-        ("res3", "res4"), description="Pyramid levels for reconstruction (Eq. 7), finest first."
+        ("res3", "res4"), description="Pyramid levels for reconstruction (STT Eq. 7), finest first."
     )
     radii: tuple[PosInt, ...] = Field(
         (12, 6),
         description="Window radius r per level, in feature pixels (both cover +-48 px at strides 4/8).",
     )
-    reconstruction: bool = Field(True, description="Pyramid frame reconstruction L_rec^p (Eq. 5-7).")
+    reconstruction: bool = Field(True, description="Pyramid frame reconstruction L_rec^p (STT Eq. 5-7).")
     rec_loss: Literal["l1", "smooth_l1"] = Field(
         "smooth_l1", description="'smooth_l1' is what the reference code computes; 'l1' is the paper's text."
     )
@@ -61,17 +61,17 @@ class SttConfig(Section):
         "RGB, so the first layers must re-learn: the demo's 100 steps lost 5 J&F points to that); 'rgb' "
         "feeds the same channel-dropped clip converted back to RGB, keeping the stage-1 input domain.",
     )
-    local_distill: bool = Field(True, description="Local correlation distillation L_lc^e (Eq. 8-9).")
+    local_distill: bool = Field(True, description="Local correlation distillation L_lc^e (STT Eq. 8-9).")
     alpha: NonNegFloat = Field(
         100.0,
-        description="Weight alpha of L_lc^e in Eq. 10 (reference code: 1000). At 1000 the demo's 100 steps "
-        "mostly flatten the correlations to match across levels; 100 lets reconstruction lead.",
+        description="Weight alpha of L_lc^e in STT Eq. 10 (reference code: 1000). At 1000 the demo's 100 "
+        "steps mostly flatten the correlations to match across levels; 100 lets reconstruction lead.",
     )
     selection: Literal["shannon", "reference_code", "none"] = Field(
         "shannon",
         description="Entropy-based selection: Shannon entropy with a global threshold as the paper "
         "describes; 'reference_code' reproduces the official code's sum(-log p) with a row-wise "
-        "threshold (METHODS.md 2.6); 'none' keeps every position.",
+        "threshold (docs/methods.md 2.6); 'none' keeps every position.",
     )
     keep_fraction: Fraction = Field(
         0.7, description="Share of target positions kept by the entropy selection (paper: 0.7)."
@@ -83,11 +83,11 @@ class SttConfig(Section):
     )
     global_distill: bool = Field(
         False,
-        description="Global correlation distillation L_gc vs the teacher (Eq. 2-3). Off in the demo: at "
+        description="Global correlation distillation L_gc vs the teacher (STT Eq. 2-3). Off in the demo: at "
         "its 96-px crops res5 (stride 32) is a 3x3 grid where both correlations are near one-hot and "
         "the term is ~0 (the stage warns); on in the cpu-hour and cluster profiles (crops >= 128).",
     )
-    beta: NonNegFloat = Field(50.0, description="Weight beta of L_gc in Eq. 10 (reference code: 50).")
+    beta: NonNegFloat = Field(50.0, description="Weight beta of L_gc in STT Eq. 10 (reference code: 50).")
     teacher_tau: PosFloat = Field(0.07, description="Teacher correlation temperature (reference code: 0.07).")
     teacher_normalize: bool = Field(
         False,

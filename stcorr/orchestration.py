@@ -2,7 +2,7 @@
 
 Prefect reads its settings when it is imported, so :func:`prefect_environment` must run before
 ``import prefect``. Offline machines need telemetry off and a generous ephemeral start-up timeout
-(STACK.md 3e).
+(docs/stack.md 2.2).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 from stcorr import tracking
 from stcorr.config import PipelineConfig
 
-# Published figures (ResNet-18, stride 8) for the real benchmarks; DESIGN.md and METHODS.md 6.
+# Published figures (ResNet-18, stride 8) for the real benchmarks; docs/methods.md 6.
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "davis": {"STT (paper)": {"J&F-Mean": 70.5}, "CRW (paper)": {"J&F-Mean": 67.6}},
     "vip": {"STT (paper)": {"mIoU": 41.0}, "CRW (paper)": {"mIoU": 38.6}},

@@ -1,7 +1,7 @@
 """Local folders and ``s3://`` URLs behind one small interface.
 
 Every write is atomic, so a crash never leaves a half-written shard, checkpoint or manifest that a
-later run would trust (DESIGN.md, "Resume and lineage"): local files are written to
+later run would trust (docs/design.md, "Resume and lineage"): local files are written to
 ``<name>.tmp-<uuid>`` and renamed with ``os.replace``; an S3 object appears only when its single PUT
 or its multipart upload completes. S3 goes through boto3 (any S3 API: AWS, MinIO, moto) with
 botocore's "standard" retries and short connect timeouts, so an unreachable endpoint fails within

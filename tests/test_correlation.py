@@ -1,4 +1,4 @@
-"""Windowed local correlation (Eq. 4) and frame reconstruction (Eq. 5-7) against plain dense
+"""Windowed local correlation (STT Eq. 4) and frame reconstruction (STT Eq. 5-7) against plain dense
 versions written here: an HW x HW masked softmax, explicit loops, closed forms."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MoCo v2 (Eq. 1 of Li & Liu, CVPR 2023): InfoNCE, queue, momentum, gradients, DDP gather."""
+"""MoCo v2 (STT Eq. 1; Li & Liu, CVPR 2023): InfoNCE, queue, momentum, gradients, DDP gather."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from stcorr.models.resnet import (
     load_encoder_state,
 )
 
-# (preset, expected stride per default tap), from the METHODS.md 2.3 table and CRW's modify()
+# (preset, expected stride per default tap), from the docs/methods.md 2.3 table and CRW's modify()
 EXPECTED_STRIDES = {
     "stt_student": {"res3": 4, "res4": 8, "res5": 32},
     "stt_student_pool": {"res3": 4, "res4": 8, "res5": 32},

@@ -1,4 +1,4 @@
-"""STT distillation terms (Eq. 2-3, 8-9) and the full objective (Eq. 10): closed forms, dense
+"""STT distillation terms (STT Eq. 2-3, 8-9) and the full objective (STT Eq. 10): closed forms, dense
 second implementations written here, and one training step per Table 1 row."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_shannon_entropy_closed_forms() -> None:
 
 
 def reference_code_selection_plain(c2: np.ndarray, h: int, w: int, keep: float) -> np.ndarray:
-    """METHODS.md 2.6 steps 2-3 with numpy loops."""
+    """docs/methods.md 2.6 steps 2-3 with numpy loops."""
     p = np.exp(c2 - c2.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     energy = (-np.log(p + 1e-12)).sum(-1).reshape(-1, h, w)
@@ -101,7 +101,7 @@ def test_selection_modes_keep_their_fractions() -> None:
     code = entropy_selection(c2, (32, 32), "reference_code", 0.7)
     expected = reference_code_selection_plain(c2.numpy(), 32, 32, 0.7)
     assert np.array_equal(code.numpy(), expected)
-    assert 0.42 < code.mean() < 0.52  # ~47 % (METHODS.md 2.6), not 70 %
+    assert 0.42 < code.mean() < 0.52  # ~47 % (docs/methods.md 2.6), not 70 %
     assert torch.all(entropy_selection(c2, (32, 32), "none", 0.7) == 1)
 
 

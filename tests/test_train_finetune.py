@@ -100,7 +100,7 @@ def _history(cfg: PipelineConfig, run_id: str, key: str) -> dict[int, float]:
 def test_stt_finetune_learns_keeps_teacher_and_registers(root: Path, manifest: str, upstream: tuple) -> None:
     init, teacher = upstream
     cfg = _cfg(root, "finetune.steps=10", "finetune.checkpoint_every=5", "finetune.crop_size=128",
-               "finetune.stt.global_distill=true")  # the full Eq. 10: res5 is 4x4 at 128 px
+               "finetune.stt.global_distill=true")  # the full STT Eq. 10: res5 is 4x4 at 128 px
     out = run_finetune(cfg, manifest, init=init, teacher=teacher)
     rec = _history(cfg, out.run_id or "", "rec_res3")
     assert sorted(rec) == list(range(1, 11))

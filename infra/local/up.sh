@@ -134,7 +134,7 @@ mkdir -p "$PIDS" "$LOGS" "$RAY_TMP" "$STATE/prefect" "$STATE/mlflow"
 CLUSTER_ID=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(8))')
 echo "$CLUSTER_ID" > "$STATE/cluster.id"
 export STCORR_LOCAL_CLUSTER_ID=$CLUSTER_ID
-# Every node and driver must agree on token auth (STACK.md 3d). The token lives in the state folder
+# Every node and driver must agree on token auth (docs/stack.md 1.1). The token lives in the state folder
 # (RAY_AUTH_TOKEN_PATH), so Ray never writes ~/.ray/auth_token.
 TOKEN=$STATE/ray_auth_token
 [[ -s $TOKEN ]] || (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' > "$TOKEN")

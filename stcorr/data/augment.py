@@ -1,15 +1,15 @@
 """Clip sampling and image augmentations for both training stages.
 
-Clips (STT stage 2, Li & Liu, CVPR 2023, reference ``configs/train/train.py:45-56``; METHODS.md
+Clips (STT stage 2, Li & Liu, CVPR 2023, reference ``configs/train/train.py:45-56``; docs/methods.md
 2.2): T frames ``frame_gap`` apart from a uniformly random start, ONE RandomResizedCrop with wide
 aspect ratios (w/h in [1.5, 2]) and ONE flip shared by all frames of the clip, squashed to
-``crop_size`` squared. CRW (Jabri et al., NeurIPS 2020) crops each frame independently; this
-module shares the crop because STT does (``same_on_clip=True``).
+``crop_size`` squared. CRW (Jabri et al., NeurIPS 2020) crops each frame independently; this module
+shares the crop because STT does (``same_on_clip=True``).
 
-Channel dropout (STT ``framework.py:215-227``; METHODS.md 2.4): one of a/b is zeroed and the
+Channel dropout (STT ``framework.py:215-227``; docs/methods.md 2.4): one of a/b is zeroed and the
 rest scaled by 3/(3-1) = 1.5; the dropped channel is the reconstruction target.
 
-MoCo v2 two views (Chen et al., arXiv 2003.04297; STT stage 1 uses MoCo, Eq. 1): RandomResizedCrop
+MoCo v2 two views (Chen et al., arXiv 2003.04297; STT stage 1 uses MoCo, STT Eq. 1): RandomResizedCrop
 (scale 0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, RandomGrayscale 0.2, GaussianBlur
 (sigma 0.1-2) with p 0.5, horizontal flip. Every random draw comes from a ``numpy`` Generator
 passed in, so runs are reproducible and no global RNG is touched.
@@ -37,7 +37,7 @@ FRAME_KEY = "f{:06d}.jpg"
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """How one training clip is cut from a video. Defaults follow STT stage 2 (METHODS.md 2.2)."""
+    """How one training clip is cut from a video. Defaults follow STT stage 2 (docs/methods.md 2.2)."""
 
     frames: int = 2  # T; STT trains on one reference + one target frame
     frame_gap: int = 1  # gap in stored frames; YouTube-VOS frames are already every 5th raw frame
@@ -221,7 +221,7 @@ def finish_clips(spec: ClipSpec, batch: dict[str, Any],
 def drop_ab_channel(lab: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
     """Zero one of the a/b channels in every frame and scale all channels by 3/(3-1) = 1.5.
 
-    STT ``framework.py:215-227`` (METHODS.md 2.4). L (index 0) is never dropped. STT draws one
+    STT ``framework.py:215-227`` (docs/methods.md 2.4). L (index 0) is never dropped. STT draws one
     channel per batch; we draw per clip (call once per clip), which only adds variety.
 
     Args:

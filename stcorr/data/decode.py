@@ -1,7 +1,7 @@
 """Video and image decoding behind one interface (decord first, PyAV as the fallback).
 
 Both papers decode frames with library readers (CRW: torchvision ``VideoClips`` on PyAV;
-STT: cv2 on JPEG frame folders, METHODS.md 1.2 and 2.2). Here every reader returns the same
+STT: cv2 on JPEG frame folders, docs/methods.md 1.2 and 2.2). Here every reader returns the same
 thing: ``(T, H, W, 3)`` uint8 RGB for the requested frame indices, so clip sampling does not
 care whether the video came from a path, from bytes inside a shard, from decord or from PyAV.
 
@@ -135,7 +135,7 @@ def _check_indices(indices: Sequence[int], frames: int, label: str) -> list[int]
 
 
 class _DecordSource:
-    """decord ``VideoReader`` on a path or on ``io.BytesIO`` (STACK.md 3a: both work)."""
+    """decord ``VideoReader`` on a path or on ``io.BytesIO`` (docs/stack.md 5.1: both work)."""
 
     def __init__(self, source: str | Path | bytes, label: str, threads: int,
                  fallback: bool = False) -> None:

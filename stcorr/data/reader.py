@@ -338,7 +338,7 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int, *,
 
 
 def _init_worker(endpoint_url: str | None, worker_id: int) -> None:
-    # gopen_schemes entries are not inherited by spawn-started workers (STACK.md 3g, C2/C3).
+    # gopen_schemes entries are not inherited by spawn-started workers (docs/stack.md 4.4).
     register_s3(endpoint_url)
 
 
@@ -350,7 +350,7 @@ def _open_s3(storage: Storage, url: str, mode: str = "rb", bufsize: int = 8192,
 
 
 def register_s3(endpoint_url: str | None = None) -> None:
-    """Teach webdataset to open ``s3://bucket/key`` with boto3 (STACK.md 3g, route C).
+    """Teach webdataset to open ``s3://bucket/key`` with boto3 (docs/stack.md 4.4).
 
     Call in the main process and in every DataLoader worker (``make_loader`` does both).
 

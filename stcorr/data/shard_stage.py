@@ -1,6 +1,6 @@
 """The shard stage: a source folder -> WebDataset shards + ``manifest.json``, a Ray task per shard.
 
-The stage is resumable at two levels (DESIGN.md, "Resume and lineage"): when ``manifest.json``
+The stage is resumable at two levels (docs/design.md, "Resume and lineage"): when ``manifest.json``
 exists for the same source fingerprint and config and every shard verifies, it does nothing;
 otherwise each Ray task first looks for a trusted copy of its shard (``shards.ensure_shard``) and
 writes only what is missing. The driver writes the manifest last, so a manifest on storage always

@@ -2,7 +2,7 @@
 
 Both papers propagate labels with the res4 map of the encoder, L2-normalised over channels
 (CRW, Jabri et al., NeurIPS 2020, Sec. 3.4, ``test.py:78-86``; STT, Li & Liu, CVPR 2023,
-Sec. 4.1, ``local_attention.py:277-279``), METHODS.md 3.1. How an encoder is run (colour
+Sec. 4.1, ``local_attention.py:277-279``), docs/methods.md 3.1. How an encoder is run (colour
 space, normalisation, backbone preset, stride) is its input contract
 (:mod:`stcorr.models.contract`), read from the ``.pt`` or the registry, never guessed:
 

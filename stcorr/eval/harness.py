@@ -1,6 +1,6 @@
 """Evaluate a model on a benchmark: one Ray task per sequence, aggregation, outputs, MLflow.
 
-Aggregation follows the official protocols (METHODS.md 3.2-3.4 and 4.4): DAVIS-2017 averages
+Aggregation follows the official protocols (docs/methods.md 3.2-3.4 and 4.4): DAVIS-2017 averages
 every statistic over all objects (``davis_summary``), with a 95% bootstrap interval over
 objects for J&F (``J&F-Mean-low`` / ``-high``); VIP sums the per-sequence confusion matrices
 into one dataset-level mIoU; JHMDB pools every frame of every video into PCK. The real-footage

@@ -1,7 +1,7 @@
 """Bootstrap intervals for DAVIS J&F and paired differences between models.
 
 DAVIS-2017 J&F-Mean is an average over objects, ``(mean_o J_o + mean_o F_o) / 2 =
-mean_o (J_o + F_o) / 2`` (METHODS.md 4.4), so its uncertainty comes from which objects the
+mean_o (J_o + F_o) / 2`` (docs/methods.md 4.4), so its uncertainty comes from which objects the
 benchmark happens to hold. A percentile bootstrap over objects gives a 95% interval; two models
 scored on the same objects are compared by resampling the objects *jointly* (a paired
 bootstrap), which removes the objects' shared difficulty from the difference. Resampling is

@@ -1,6 +1,6 @@
 """Label encoding and decoding for label propagation: masks, palettes and keypoint heat-maps.
 
-The conventions are those of the two reference evaluations (METHODS.md 3.1-3.4):
+The conventions are those of the two reference evaluations (docs/methods.md 3.1-3.4):
 
 - First-frame masks become one-hot maps (K channels, background included) at feature
   resolution, either bilinear-resized soft maps (CRW, ``[VW] data/vos.py:229-263``) or a
@@ -8,7 +8,7 @@ The conventions are those of the two reference evaluations (METHODS.md 3.1-3.4):
 - Propagated soft maps are bilinearly upsampled to the image, optionally min-max normalised per
   channel (STT), and turned into an index map by argmax.
 - Masks are written as indexed PNGs with the DAVIS palette (the PASCAL VOC colour map), so the
-  official DAVIS tool reads them; annotations are read robustly (METHODS 7.7).
+  official DAVIS tool reads them; annotations are read robustly (docs/methods.md 7.7).
 - JHMDB joints become Gaussian heat-maps at feature resolution (CRW: sigma 0.5 cells, peak 1,
   ``[VW] data/jhmdb.py:287-311``) and are decoded as the value-weighted mean of the top-k
   cells (CRW: top-3 at feature resolution; STT: top-5 after upsampling).
@@ -129,7 +129,7 @@ def read_annotation(path: str | Path) -> np.ndarray:
 
     Palette ("P") values are ids; grey values are ids, except a mask whose values are only
     0 and 255, which is ONE object (DAVIS-2016-style binary masks would otherwise read as
-    object 255, METHODS 7.7); RGB colours map to their DAVIS palette index when all of them
+    object 255, docs/methods.md 7.7); RGB colours map to their DAVIS palette index when all of them
     are palette colours, else black is 0 and the other colours get 1, 2, ... in sorted order.
     DAVIS void (255 in a palette PNG) stays 255: map it to 0 before making one-hot labels.
 

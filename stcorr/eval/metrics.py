@@ -1,10 +1,10 @@
 """Benchmark metrics of label propagation: DAVIS J&F, VIP mIoU, JHMDB PCK.
 
 - DAVIS-2017 J&F lives in ``metrics_davis`` (a port of the official tool) and is re-exported.
-- VIP mIoU (METHODS.md 3.3; CRW ``eval/eval_vip.py:63-146``): one confusion matrix over all
+- VIP mIoU (docs/methods.md 3.3; CRW ``eval/eval_vip.py:63-146``): one confusion matrix over all
   frames of all videos (frame 0 included), IoU_c = TP / (TP + FP + FN), nanmean over the
   20 classes; GT pixels outside 0..19 (e.g. 255) are ignored, as mmseg's ``ignore_index``.
-- JHMDB PCK (METHODS.md 3.4; CRW ``eval/eval_pck.py:70-146``): per frame the reference length
+- JHMDB PCK (docs/methods.md 3.4; CRW ``eval/eval_pck.py:70-146``): per frame the reference length
   is 0.6 x the diagonal of the tight box around the GT joints; a joint is correct when
   ``||pred - gt|| <= alpha * ref``; PCK per joint over all frames, reported as the mean over
   the joints. Departure from CRW, which drops invisible predictions from both the count and

@@ -1,12 +1,12 @@
 """The official DAVIS-2017 semi-supervised metric: region J, boundary F, and their statistics.
 
-A port of davisvideochallenge/davis2017-evaluation @ ac7c43f (METHODS.md 4.2-4.4):
+A port of davisvideochallenge/davis2017-evaluation @ ac7c43f (docs/methods.md 4.2-4.4):
 ``db_eval_iou``, ``f_measure`` / ``_seg2bmap`` (``davis2017/metrics.py``), ``db_statistics``
 (``davis2017/utils.py:135-161``) and the object-weighted aggregation of
 ``evaluation_method.py``. Per object and frame, the first and last frames excluded; void
 (255) GT pixels count as background and are not excluded, as in the official tool.
 
-Departures, each on purpose:
+Departures, each on purpose (docs/methods.md 4.5):
 
 - Boundary dilation by ``disk(r)`` is computed as "Euclidean distance to the nearest boundary
   pixel <= r" (exactly the same pixels as ``cv2.dilate`` with ``skimage.morphology.disk(r)``,

@@ -14,7 +14,7 @@ Spatial restriction (radius r in feature cells, not image pixels):
 - ``square`` (STT ``mode='square'``): ``|dy|, |dx| <= floor(r)``, applied to every context
   frame including the first (``with_first_neighbor=True``), whatever ``restrict_first`` says.
 
-Departure from the reference code, for memory (METHODS 7.2, ~40 GB in CRW issue #4): no
+Departure from the reference code, for memory (docs/methods.md 7.2, ~40 GB in CRW issue #4): no
 frame's full ``HW x (n+1)HW`` affinity is ever built. Target cells are processed in 8x8
 tiles; a tile is multiplied only with the key region within r of it in every restricted
 context frame (one batched GEMM reading a channel-last ring of context frames in place), each

@@ -1,7 +1,7 @@
 """Readers for the three propagation benchmarks in their published folder layouts.
 
 DAVIS-2017 (``davis2017/davis.py:31-54``), VIP (``VIP_Fine``, xvjiarui/VFS#4) and JHMDB (UVC's
-``testlist_split1.txt``, ``joint_positions.mat``), METHODS.md 3.2-3.4 and 4.1. A reader only
+``testlist_split1.txt``, ``joint_positions.mat``), docs/methods.md 3.2-3.4 and 4.1. A reader only
 lists files and checks the layout, the mask sizes and the first-frame mask; pixels are
 loaded later, one frame at a time. A wrong layout gives one line naming the missing part.
 """

@@ -1,6 +1,6 @@
 """Evaluate one benchmark sequence: features -> propagation -> decoding -> metric inputs.
 
-The label-propagation protocols of METHODS.md 3.1-3.4 (CRW, Jabri et al., NeurIPS 2020,
+The label-propagation protocols of docs/methods.md 3.1-3.4 (CRW, Jabri et al., NeurIPS 2020,
 Sec. 4; STT, Li & Liu, CVPR 2023, Sec. 4.1):
 
 - DAVIS-2017: native resolution; first-frame labels from the first annotation; soft labels

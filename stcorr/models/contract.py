@@ -3,7 +3,7 @@
 An encoder trained on RGB and scored on Lab (or the reverse) loses points without any error:
 the numbers are simply worse. So every exported ``.pt`` carries its contract next to the state
 dict, ``{"state_dict": {...}, "stcorr_contract": {...}}`` (the nesting the STT reference loader
-already accepts, METHODS.md 2.1), every registered version carries it as tags, and
+already accepts, docs/methods.md 2.1), every registered version carries it as tags, and
 ``evaluate``, ``track`` and the pipeline read it instead of asking the user.
 
 Fields: ``objective`` (how it was trained: "moco" for the spatial stage and its frozen teacher,

@@ -1,7 +1,7 @@
 """ResNet-18/50 backbones with pyramid taps res3/res4/res5 and configurable strides.
 
-Torchvision ResNets (random init, never downloaded) re-strided as in the STT code (Sec. 2.3 of
-METHODS.md: `strides` = stride of the first block of layer1..layer4, stem pool max|mean|none;
+Torchvision ResNets (random init, never downloaded) re-strided as in the STT code (docs/methods.md
+2.3: `strides` = stride of the first block of layer1..layer4, stem pool max|mean|none;
 Li & Liu, CVPR 2023) and as in CRW's `modify()` (Jabri et al., NeurIPS 2020: layer3/layer4 at
 stride 1, reflect padding). Parameters keep torchvision key names (`conv1.weight`, `bn1.*`,
 `layerX.Y.*`), so checkpoints move between stages, torchvision and the STT loader unchanged.

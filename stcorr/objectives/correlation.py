@@ -1,4 +1,4 @@
-"""Windowed local correlation, Eq. 4 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""Windowed local correlation, STT Eq. 4 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
 For target features f_t and reference features f_r on the same (H, W) grid,
 
@@ -8,7 +8,7 @@ where W_r(i) is the (2r+1) x (2r+1) square of reference positions around i, out-
 positions excluded. Window slot k = (dy + r) * (2r + 1) + (dx + r) holds displacement (dy, dx),
 the channel order of ``F.unfold(kernel_size=2r+1, padding=r)``.
 
-The reference code builds a dense HW x HW matrix and masks it (METHODS.md 2.5); here nothing
+The reference code builds a dense HW x HW matrix and masks it (docs/methods.md 2.5); here nothing
 HW x HW exists. Dot products and the frame transform run on tiles of t x t target positions
 against their (t + 2r)^2 reference neighbourhood, one batched matmul per chunk of tile rows,
 inside custom autograd functions that keep only their inputs for the backward pass; the window
@@ -29,7 +29,7 @@ from stcorr.objectives.window_ops import _CHUNK_ELEMENTS, _Tiling, _WindowApply,
 
 @dataclass(frozen=True)
 class LocalCorrelation:
-    """Windowed correlation of one target/reference feature pair (Eq. 4).
+    """Windowed correlation of one target/reference feature pair (STT Eq. 4).
 
     Attributes:
         weights: ``(B, HW, (2r+1)^2)`` softmax over each window; exactly 0 at invalid slots.
@@ -67,7 +67,7 @@ def window_valid_mask(height: int, width: int, radius: int, device: torch.device
 def local_dot_products(
     f_t: Tensor, f_r: Tensor, radius: int, tile: int = 8, chunk_elements: int = _CHUNK_ELEMENTS
 ) -> Tensor:
-    """Raw correlation ``c2``: <f_t,i, f_r,i+delta> for every delta in the window (Eq. 4).
+    """Raw correlation ``c2``: <f_t,i, f_r,i+delta> for every delta in the window (STT Eq. 4).
 
     Equals ``mmcv.ops.Correlation(max_displacement=r)`` of the reference code: no scaling, and
     0 where i + delta leaves the frame.
@@ -137,7 +137,7 @@ def window_softmax(raw: Tensor, valid: Tensor, scale: float = 1.0) -> Tensor:
 def local_correlation(
     f_t: Tensor, f_r: Tensor, radius: int, scale: float | None = None, tile: int = 8
 ) -> LocalCorrelation:
-    """Windowed local correlation C of Eq. 4, with its raw dot products ``c2``.
+    """Windowed local correlation C of STT Eq. 4, with its raw dot products ``c2``.
 
     Args:
         f_t: ``(B, C, H, W)`` target features.
@@ -159,7 +159,7 @@ def local_correlation(
 
 
 def apply_local_correlation(weights: Tensor, values: Tensor, radius: int, tile: int = 8) -> Tensor:
-    """Frame transform: out_i = sum_j C_ij v_j over the window of i (Eq. 5).
+    """Frame transform: out_i = sum_j C_ij v_j over the window of i (STT Eq. 5).
 
     Runs on the same tiles as the correlation; memory is O(B * HW * (2r+1)^2) for any D.
 

@@ -4,14 +4,14 @@ The nodes of a clip's frames form a space-time graph; the transition between con
 is P_{t->t+1} = row-softmax(q_t q_{t+1}^T / tau). A palindrome walk 0 -> k -> 0 must return to
 its start node: L_k = mean_i -log(W_k[i, i]), with W_k = P_{0->1} ... P_{k-1->k} P_{k->k-1} ...
 P_{1->0}, for k = 2..T-1 (the code never uses the length-1 palindrome), L = mean_k L_k.
-Follows the released code (METHODS.md 1.3-1.7): 7x7 grid of 64 px patches at stride 32, each
+Follows the released code (docs/methods.md 1.3-1.7): 7x7 grid of 64 px patches at stride 32, each
 jittered by RandomResizedCrop(64, scale (0.7, 0.9)); ResNet-18 with layer3/layer4 at stride 1 and
 reflect padding; spatial mean -> Linear(512, 128) -> L2-normalise; edge dropout sets affinities to
 -1e20 before the temperature.
-Departures: forward and backward transitions draw independent dropout masks (the code writes the
-forward mask in place, so backward edges see both masks: rate ~0.19 instead of p); patch jitter runs
-on the GPU in `forward` (training mode only), and a crop box that does not fit is clamped instead of
-re-drawn (torchvision retries 10 times).
+Departures (docs/methods.md 1.10): forward and backward transitions draw independent dropout masks
+(the code writes the forward mask in place, so backward edges see both masks: rate ~0.19 instead of
+p); patch jitter runs on the GPU in `forward` (training mode only), and a crop box that does not fit
+is clamped instead of re-drawn (torchvision retries 10 times).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Correlation distillation, Eq. 2-3 and 8-9 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""Correlation distillation, STT Eq. 2-3 and 8-9 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
-Local (Eq. 8-9): the finer level's windowed correlation (res3, radius r0), pooled 2 x 2 onto the
+Local (STT Eq. 8-9): the finer level's windowed correlation (res3, radius r0), pooled 2 x 2 onto the
 coarser grid (res4, radius r1), is the pseudo-label of the coarser level's correlation, weighted
-by an entropy-based selection of target positions. Global (Eq. 2-3): the student's res5
+by an entropy-based selection of target positions. Global (STT Eq. 2-3): the student's res5
 correlation imitates the frozen teacher's. Both pooled axes and both windows stay windowed: no
 HW x HW matrix is built for the local term (the res5 global one is 64 x 64 at 256 px).
 """
@@ -42,10 +42,10 @@ def pool_fine_correlation(
     r1: int,
     norm: Literal["sum", "mean"] = "sum",
 ) -> Tensor:
-    """Pseudo-label T of Eq. 9: the fine correlation pooled 2 x 2 on both axes, windowed.
+    """Pseudo-label T of STT Eq. 9: the fine correlation pooled 2 x 2 on both axes, windowed.
 
     The reference axis is pooled by sum (``norm="sum"``, rows sum to 1, the paper's intent) or by
-    mean (``"mean"``, rows sum to 1/4 as in the reference code, METHODS.md 2.6); the target axis
+    mean (``"mean"``, rows sum to 1/4 as in the reference code, docs/methods.md 2.6); the target axis
     is always averaged. The result is expressed in the coarse window's slots, which hold all of
     its mass when r0 <= 2 * r1 (r0 = 12, r1 = 6 at strides 4 / 8).
 
@@ -82,7 +82,7 @@ def pool_fine_correlation(
 
 
 def shannon_entropy(logits: Tensor) -> Tensor:
-    """Shannon entropy H_i = -sum_k p_ik log p_ik of softmax(logits) over the last axis (Eq. 8).
+    """Shannon entropy H_i = -sum_k p_ik log p_ik of softmax(logits) over the last axis (STT Eq. 8).
 
     Args:
         logits: ``(..., K)``.
@@ -95,7 +95,7 @@ def shannon_entropy(logits: Tensor) -> Tensor:
 
 
 def reference_code_entropy(logits: Tensor) -> Tensor:
-    """The reference code's "entropy" E_i = sum_k -log(p_ik + 1e-12) (METHODS.md 2.6, step 2).
+    """The reference code's "entropy" E_i = sum_k -log(p_ik + 1e-12) (docs/methods.md 2.6, step 2).
 
     Not Shannon entropy: it is large for peaked rows. Kept for parity only.
 
@@ -111,7 +111,7 @@ def reference_code_entropy(logits: Tensor) -> Tensor:
 def entropy_selection(
     c2: Tensor, size: tuple[int, int], mode: Selection, keep_fraction: float
 ) -> Tensor:
-    """Entropy-based selection weights w of the target positions (Eq. 8).
+    """Entropy-based selection weights w of the target positions (STT Eq. 8).
 
     The softmax runs over all (2r+1)^2 slots of the raw correlation, the out-of-frame zeros
     included, as in the reference code (``mmcv`` zero padding).
@@ -120,7 +120,7 @@ def entropy_selection(
         c2: ``(B, H*W, (2r+1)^2)`` raw coarse-level correlation.
         size: (H, W) of the coarse grid.
         mode: "shannon": keep the ``keep_fraction`` of each sample's positions with the lowest
-            Shannon entropy (one threshold per sample). "reference_code": METHODS.md 2.6 steps
+            Shannon entropy (one threshold per sample). "reference_code": docs/methods.md 2.6 steps
             2-3 exactly (row-wise sort, row int(H * keep_fraction) - 1, keeps ~47 %). "none": 1.
         keep_fraction: share of positions kept.
 
@@ -152,7 +152,7 @@ def entropy_selection(
 
 
 def local_distillation_loss(student: Tensor, target: Tensor, weights: Tensor) -> Tensor:
-    """Weighted MSE of Eq. 9: sum w (C1 - T)^2 / (sum w + 1e-12) over the dense C1 matrix.
+    """Weighted MSE of STT Eq. 9: sum w (C1 - T)^2 / (sum w + 1e-12) over the dense C1 matrix.
 
     The selection w of a target position is broadcast over all HW reference positions, as in
     the reference code; entries outside the window are 0 - 0 and add nothing to the sum but
@@ -172,7 +172,7 @@ def local_distillation_loss(student: Tensor, target: Tensor, weights: Tensor) ->
 
 
 def global_correlation(f_t: Tensor, f_r: Tensor, scale: float) -> Tensor:
-    """Dense correlation softmax_j(<f_t,i, f_r,j> * scale) over the whole frame (Eq. 2).
+    """Dense correlation softmax_j(<f_t,i, f_r,j> * scale) over the whole frame (STT Eq. 2).
 
     Args:
         f_t: ``(B, C, H, W)`` target features.
@@ -195,7 +195,7 @@ def global_distillation_loss(
     tau: float = 0.07,
     teacher_normalize: bool = False,
 ) -> Tensor:
-    """L_gc of Eq. 3: mean squared difference of student and teacher global correlations.
+    """L_gc of STT Eq. 3: mean squared difference of student and teacher global correlations.
 
     Student: softmax_j(<g_t,i, g_r,j> / sqrt(C)) (``student_scaling``, else scale 1). Teacher:
     softmax_j(<h_t,i, h_r,j> / tau) of raw features (reference code) or L2-normalised ones

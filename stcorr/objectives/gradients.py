@@ -1,7 +1,7 @@
 """Each loss term's share of the gradient, a learning-health diagnostic (not a paper idea).
 
 A weighted sum of terms can be dominated by one of them while the others only look busy in the
-logs: Eq. 10 of STT with alpha = 1000 can bury reconstruction, and a global-distillation term on a
+logs: STT Eq. 10 with alpha = 1000 can bury reconstruction, and a global-distillation term on a
 2x2 res5 grid is ~0. The share is measured at the backbone's output taps (the tensors every term
 reaches), which costs one extra backward pass per term down to the taps only, touches no
 parameter gradient, and so is safe under DDP.

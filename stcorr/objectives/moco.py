@@ -1,4 +1,4 @@
-"""MoCo v2 spatial contrastive pre-training, Eq. 1 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""MoCo v2 spatial contrastive pre-training, STT Eq. 1 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
 STT's step 1 is InfoNCE on still images (the paper defers to MoCo, He et al., CVPR 2020; v2:
 Chen et al., arXiv 2003.04297): a query encoder, a momentum key encoder, a queue of K negative
@@ -6,11 +6,11 @@ keys, and L = -log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_K exp(q.k_i / tau)).
 Follows moco's `builder.py`: backbone res5 -> global average pool -> 2-layer MLP head
 ("hidden layer 2048-d, with ReLU", MoCo v2) -> L2-normalise; keys gathered from all ranks before
 they are enqueued; shuffle-BN for the key encoder across ranks.
-Departures: K need not be a multiple of the global batch (the queue write wraps around, moco
-asserts divisibility); the key encoder is updated and the queue written only in training mode,
-so a validation forward leaves the state untouched. Diagnostic (not in moco): the queue also
-keeps the image id of each key, so a step can report how many queries find a key of their own
-image among the negatives, which happens once K reaches the number of distinct images.
+Departures (docs/methods.md 2.1): K need not be a multiple of the global batch (the queue write
+wraps around, moco asserts divisibility); the key encoder is updated and the queue written only in
+training mode, so a validation forward leaves the state untouched. Diagnostic (not in moco): the
+queue also keeps the image id of each key, so a step can report how many queries find a key of their
+own image among the negatives, which happens once K reaches the number of distinct images.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from stcorr.models.resnet import build_backbone, encoder_state_dict
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """InfoNCE of Eq. 1: the positive key is class 0 among 1 + K.
+    """InfoNCE of STT Eq. 1: the positive key is class 0 among 1 + K.
 
     Args:
         q: (N, C) L2-normalised queries.
@@ -46,7 +46,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, tau: float) -> tuple[Tensor, T
 
 
 class MoCo(nn.Module):
-    """MoCo v2 with a torchvision-named backbone; `forward` returns the loss (Eq. 1).
+    """MoCo v2 with a torchvision-named backbone; `forward` returns the loss (STT Eq. 1).
 
     Args:
         backbone: module returning {"res5": (B, C, h, w)} with `out_channels["res5"]`; the

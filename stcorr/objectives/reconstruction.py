@@ -1,8 +1,8 @@
-"""Frame reconstruction and its pyramid, Eq. 5-7 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""Frame reconstruction and its pyramid, STT Eq. 5-7 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
 The target frame's dropped Lab channel is rebuilt as a correlation-weighted sum of the reference
-frame's channel inside each window (Eq. 5), compared with the true channel (Eq. 6), at every
-pyramid level (Eq. 7, summed). As in the reference code (METHODS.md 2.5) the reference channel
+frame's channel inside each window (STT Eq. 5), compared with the true channel (STT Eq. 6), at every
+pyramid level (STT Eq. 7, summed). As in the reference code (docs/methods.md 2.5) the reference channel
 is down-sampled MAST-style (top-left pixel of each d x d block, d = the level's stride) and the
 reconstruction is bilinearly up-sampled to image size before the loss.
 """
@@ -38,7 +38,7 @@ def level_stride(image_size: tuple[int, int], corr: LocalCorrelation) -> int:
 
 
 def reconstruct(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
-    """Eq. 5: rebuild the target channel from the reference channel, at image size.
+    """STT Eq. 5: rebuild the target channel from the reference channel, at image size.
 
     Args:
         corr: windowed correlation of target and reference features at one level.
@@ -54,7 +54,7 @@ def reconstruct(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
 
 
 def copy_reconstruction(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
-    """The reconstruction that copies the reference at the same place: Eq. 5 with the identity
+    """The reconstruction that copies the reference at the same place: STT Eq. 5 with the identity
     correlation (every weight on displacement 0), through the same sampling and up-sampling.
 
     Its PSNR is what reconstruction scores without any correspondence; a model that does not
@@ -71,9 +71,9 @@ def copy_reconstruction(corr: LocalCorrelation, ref_channel: Tensor) -> Tensor:
 def reconstruction_loss(
     rec: Tensor, target: Tensor, kind: RecLoss = "l1", weight: float = 1.0
 ) -> Tensor:
-    """Eq. 6: mean L1 (paper) or smooth-L1 (reference code) of weight * rec vs weight * target.
+    """STT Eq. 6: mean L1 (paper) or smooth-L1 (reference code) of weight * rec vs weight * target.
 
-    The reference code scales both sides by 20 inside smooth-L1 (METHODS.md 2.5), which moves
+    The reference code scales both sides by 20 inside smooth-L1 (docs/methods.md 2.5), which moves
     smooth-L1's quadratic zone; with L1 the weight is a plain factor.
 
     Args:
@@ -112,7 +112,7 @@ def pyramid_reconstruction(
     kind: RecLoss = "l1",
     weight: float = 1.0,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Eq. 7: reconstruction loss at every pyramid level (their sum is L_rec^p).
+    """STT Eq. 7: reconstruction loss at every pyramid level (their sum is L_rec^p).
 
     Args:
         corrs: level name ("res3", "res4") -> its windowed correlation.

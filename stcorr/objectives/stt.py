@@ -1,10 +1,10 @@
-"""The STT temporal objective, Eq. 10 of Li & Liu, CVPR 2023 (arXiv 2209.07778).
+"""The STT temporal objective, STT Eq. 10 (Li & Liu, CVPR 2023, arXiv 2209.07778).
 
     L = L_rec^p + alpha * L_lc^e + beta * L_gc
 
-pyramid frame reconstruction (Eq. 5-7), local correlation distillation with entropy-based
-selection (Eq. 8-9) and global correlation distillation against the frozen spatial teacher
-(Eq. 2-3). Frame 0 of a clip is the reference, the last frame the target (METHODS.md 2.2).
+pyramid frame reconstruction (STT Eq. 5-7), local correlation distillation with entropy-based
+selection (STT Eq. 8-9) and global correlation distillation against the frozen spatial teacher
+(STT Eq. 2-3). Frame 0 of a clip is the reference, the last frame the target (docs/methods.md 2.2).
 Every term is a config switch, so the ablation rows of the paper's Table 1 are configs
 (``TABLE1_ROWS``), not code edits.
 """
@@ -42,32 +42,32 @@ TABLE1_ROWS: dict[str, dict[str, Any]] = {
         "levels": ("res4",), "radii": (6,), "reconstruction": True,
         "local_distill": False, "global_distill": False,
     },
-    # Pyramid reconstruction L_rec^p at res3 + res4 (Eq. 7), no distillation.
+    # Pyramid reconstruction L_rec^p at res3 + res4 (STT Eq. 7), no distillation.
     "pyramid": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": False, "global_distill": False,
     },
-    # + local correlation distillation on every target position (Eq. 9 without Eq. 8).
+    # + local correlation distillation on every target position (STT Eq. 9 without STT Eq. 8).
     "pyramid+lc_without_selection": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": True, "selection": "none", "global_distill": False,
     },
-    # + local correlation distillation with entropy-based selection, L_lc^e (Eq. 8-9).
+    # + local correlation distillation with entropy-based selection, L_lc^e (STT Eq. 8-9).
     "pyramid+lc": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": True, "selection": "shannon", "global_distill": False,
     },
-    # Single-level reconstruction + global correlation distillation L_gc (Eq. 2-3) alone.
+    # Single-level reconstruction + global correlation distillation L_gc (STT Eq. 2-3) alone.
     "rec_res4+gc": {
         "levels": ("res4",), "radii": (6,), "reconstruction": True,
         "local_distill": False, "global_distill": True,
     },
-    # The full objective of Eq. 10 (paper reading: Shannon selection, rows summing to 1).
+    # The full objective of STT Eq. 10 (paper reading: Shannon selection, rows summing to 1).
     "pyramid+lc+gc": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "local_distill": True, "selection": "shannon", "global_distill": True,
     },
-    # The full objective with every reference-code quirk (METHODS.md 2.11), for parity runs.
+    # The full objective with every reference-code quirk (docs/methods.md 2.11), for parity runs.
     "reference_code": {
         "levels": ("res3", "res4"), "radii": (12, 6), "reconstruction": True,
         "rec_loss": "smooth_l1", "rec_weight": 20.0, "local_distill": True, "alpha": 1000.0,
@@ -124,7 +124,7 @@ def _channel(lab: Tensor, frame: int, channel: int | Tensor) -> Tensor:
 
 
 class SttObjective(nn.Module):
-    """Student + frozen teacher forward returning the named terms of Eq. 10.
+    """Student + frozen teacher forward returning the named terms of STT Eq. 10.
 
     Args:
         config: the ``finetune.stt`` section.
@@ -173,7 +173,7 @@ class SttObjective(nn.Module):
                 one extra backward pass per term down to the taps; for log steps).
 
         Returns:
-            ``"loss"`` (Eq. 10), the enabled terms ``"rec_res3"``, ``"rec_res4"``, ``"lc"``,
+            ``"loss"`` (STT Eq. 10), the enabled terms ``"rec_res3"``, ``"rec_res4"``, ``"lc"``,
             ``"gc"`` (unweighted), diagnostics ``"psnr"`` (finest level, dB), ``"copy_psnr"``
             (copying the reference at the same place, same batch) and ``"psnr_gain"`` (their
             difference), ``"kept_fraction"`` (selection), ``"gc_grid"`` (the res5 grid's
@@ -192,7 +192,7 @@ class SttObjective(nn.Module):
         ref = {k: v[:b] for k, v in feats.items()}
         tgt = {k: v[b:] for k, v in feats.items()}
         out: dict[str, Tensor] = {}
-        terms: dict[str, Tensor] = {}  # as weighted in Eq. 10
+        terms: dict[str, Tensor] = {}  # as weighted in STT Eq. 10
         corrs = self._correlations(tgt, ref)
         if corrs:
             terms["rec"] = self._reconstruction(corrs, lab_clean, dropped_ch, out)
@@ -212,7 +212,7 @@ class SttObjective(nn.Module):
     def _correlations(
         self, tgt: dict[str, Tensor], ref: dict[str, Tensor]
     ) -> dict[str, LocalCorrelation]:
-        """Eq. 4 at every level, once: shared by reconstruction, distillation and selection."""
+        """STT Eq. 4 at every level, once: shared by reconstruction, distillation and selection."""
         if not (self.config.reconstruction or self.config.local_distill):
             return {}
         corrs: dict[str, LocalCorrelation] = {}
@@ -229,7 +229,7 @@ class SttObjective(nn.Module):
         dropped_ch: int | Tensor,
         out: dict[str, Tensor],
     ) -> Tensor:
-        """Eq. 5-7 into ``out`` (terms + diagnostics); returns L_rec^p (0 when switched off)."""
+        """STT Eq. 5-7 into ``out`` (terms + diagnostics); returns L_rec^p (0 when switched off)."""
         ref_ch = _channel(lab_clean, 0, dropped_ch)  # (B, 1, S, S)
         tgt_ch = _channel(lab_clean, -1, dropped_ch)
         finest = self.config.levels[0]
@@ -252,7 +252,7 @@ class SttObjective(nn.Module):
     def _local_distillation(
         self, fine: LocalCorrelation, coarse: LocalCorrelation
     ) -> tuple[Tensor, Tensor]:
-        """Eq. 8-9: (L_lc^e, share of target positions kept by the selection)."""
+        """STT Eq. 8-9: (L_lc^e, share of target positions kept by the selection)."""
         target = pool_fine_correlation(
             fine.weights.detach(),  # pseudo-label: no gradient through the fine level
             (fine.height, fine.width),
@@ -266,7 +266,7 @@ class SttObjective(nn.Module):
         return local_distillation_loss(coarse.weights, target, weights), weights.mean()
 
     def _global_distillation(self, student_t: Tensor, student_r: Tensor, rgb: Tensor) -> Tensor:
-        """Eq. 2-3 against the frozen teacher's res5 correlation of the RGB frames."""
+        """STT Eq. 2-3 against the frozen teacher's res5 correlation of the RGB frames."""
         assert self.teacher is not None  # set whenever global_distill is on (_check_config)
         b = rgb.shape[0]
         with torch.no_grad():  # no gradient to the teacher

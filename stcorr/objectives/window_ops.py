@@ -1,4 +1,4 @@
-"""Tiled window kernels behind the local correlation of Eq. 4 (see ``correlation.py``).
+"""Tiled window kernels behind the local correlation of STT Eq. 4 (see ``correlation.py``).
 
 Dot products and the frame transform run on tiles of t x t target positions against their
 (t + 2r)^2 reference neighbourhood, one batched matmul per chunk of tile rows, inside custom

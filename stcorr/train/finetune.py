@@ -1,9 +1,11 @@
 """Finetune stage: the temporal objective on video clips, STT (default) or CRW.
 
 STT (Li & Liu, CVPR 2023, step 2): the student starts from the pretrain weights (or from scratch,
-the paper's "YTV only" rows) and sees Lab clips with one a/b channel dropped; the frozen teacher
-sees RGB. CRW (Jabri et al., NeurIPS 2020): RGB clips of ``clip_frames`` frames. Adam with a
-cosine schedule, as both reference codes.
+the paper's "YTV only" rows) and sees clips with one a/b channel dropped, as Lab (the reference
+code) or converted back to RGB (``finetune.stt.student_input``, docs/methods.md 2.4); the frozen
+teacher sees RGB. CRW (Jabri et al., NeurIPS 2020): RGB clips of ``clip_frames`` frames. Adam with
+a linear warm-up and cosine decay for both: STT's schedule; CRW's code decays its rate in steps
+instead (docs/methods.md 1.10).
 """
 
 from __future__ import annotations

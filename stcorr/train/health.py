@@ -7,7 +7,7 @@ level a model that learned nothing would reach, on the same batches:
 - pretrain (MoCo): InfoNCE top-1 accuracy vs chance 1 / (1 + K), the loss vs ln(1 + K), and the
   share of queries whose own image has a key in the queue (false negatives, once K reaches the
   number of distinct images);
-- finetune (STT): reconstruction PSNR vs copying the reference at the same place, each Eq. 10
+- finetune (STT): reconstruction PSNR vs copying the reference at the same place, each STT Eq. 10
   term's share of the gradient, the res5 grid of global distillation (under 4x4 both
   correlations are near one-hot and the term is ~0), the kept fraction of the selection;
 - finetune (CRW): walk accuracy vs chance 1 / N.

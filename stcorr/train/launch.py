@@ -2,7 +2,7 @@
 
 The Ray run name comes from the stage fingerprint, so relaunching the same stage finds the run's
 snapshot in storage and Ray Train V2 hands the latest checkpoint to the workers
-(``resume_from_checkpoint`` no longer exists; ECOSYSTEM.md B2).
+(``resume_from_checkpoint`` no longer exists; docs/stack.md 1.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pretrain stage: MoCo v2 on still images (Eq. 1 of Li & Liu, CVPR 2023, step 1)."""
+"""Pretrain stage: MoCo v2 on still images (STT step 1, STT Eq. 1; Li & Liu, CVPR 2023)."""
 
 from __future__ import annotations
 

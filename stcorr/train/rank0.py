@@ -1,7 +1,7 @@
 """Side effects on rank 0 only, behind one helper: printing, MLflow metrics, images, system metrics.
 
 The driver opens the stage's MLflow run and passes its id; rank 0 writes into that run from
-inside the Ray Train worker (Ray Train V2 has no MLflow callback; ECOSYSTEM.md B2).
+inside the Ray Train worker (Ray Train V2 has no MLflow callback; docs/stack.md 1.3).
 
 MLflow calls go through one background thread, in order, so a slow tracking server does not
 stall the training step. A call that failed is raised in the training thread at the next call

@@ -12,7 +12,7 @@ def cosine_with_warmup(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Warm up linearly from ``floor * lr`` to ``lr``, then cosine-decay to ``floor * lr``.
 
-    STT's reference config warms up from 0.001 x lr and anneals to 0.001 x lr (METHODS.md 2.9);
+    STT's reference config warms up from 0.001 x lr and anneals to 0.001 x lr (docs/methods.md 2.9);
     MoCo v2 uses a plain cosine, which is ``warmup_steps=0``.
     """
 

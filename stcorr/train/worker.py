@@ -1,6 +1,6 @@
 """The Ray Train V2 worker loop shared by every training stage.
 
-Resume goes only through ``ray.train.get_checkpoint()`` (STYLE.md 7): a relaunch with the same
+Resume goes only through ``ray.train.get_checkpoint()`` (docs/stack.md 1.2): a relaunch with the same
 run name and storage path gets the latest checkpoint, restores model, optimiser, scheduler and
 step, and continues; nothing else decides "first run or resume". Each step re-seeds the random
 generators from (seed, rank, step) and the data stream skips what was consumed, so a resumed run

@@ -4,7 +4,7 @@ Real footage is mostly dull: grey roads and walls, brown-green vegetation, skin,
 trained on vivid random colours learns to match hue and fails on such footage (and on camouflage,
 where object and background share colours). So a fifth of the scenes are grey and a quarter nearly
 grey, and every texture of a scene draws its colours from one small palette (``PALETTE_SIZE``).
-Not more: STT reconstructs a dropped a/b channel (Li & Liu, CVPR 2023, Eq. 4-7), and a grey clip
+Not more: STT reconstructs a dropped a/b channel (STT Eq. 4-7; Li & Liu, CVPR 2023), and a grey clip
 has a = b = 0 everywhere: nothing to reconstruct, no gradient from that loss.
 """
 
