@@ -173,6 +173,14 @@ class PretrainConfig(Section):
     arch: Literal["resnet18", "resnet50"] = Field(
         "resnet18", description="Backbone; the paper's main rows use ResNet-18."
     )
+    init: str | None = Field(
+        None,
+        description="Skip MoCo and use this encoder as the spatial stage (and so as the frozen "
+        "teacher): a checkpoint file (stcorr .pt, or MoCo/VFS/SFC/CRW/torchvision as "
+        "`stcorr import-checkpoint` reads them) or models:/name/N. It must take RGB input (the "
+        "teacher is fed RGB) and match pretrain.arch; its sha256 is part of the stage's fingerprint. "
+        "null trains MoCo v2 (STT step 1).",
+    )
     steps: PosInt = Field(
         60, description="Optimiser steps; the demo budget (about a minute of pretraining on 2 cores)."
     )

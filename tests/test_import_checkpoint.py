@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from typer.testing import CliRunner
 
 from stcorr.cli import app
+from stcorr.config import PipelineConfig, load_config
 from stcorr.config_sections import TrackingConfig
 from stcorr.eval.features import FeatureExtractor, build_network, load_model
 from stcorr.models.contract import pack
@@ -285,3 +286,47 @@ def test_cli_failures_are_one_line_and_register_nothing(store: tuple[list[str], 
     assert "first missing key layer4.1.bn2.weight" in CliRunner().invoke(
         app, ["import-checkpoint", str(tmp_path / "partial.pth"), *sets]).stderr
     assert _registered(tracking) == before
+
+
+def _init_cfg(tmp_path: Path, init: str) -> PipelineConfig:
+    return load_config(overrides=[f"storage.root={tmp_path / 'store'}", "tracking.uri=null",
+                                  f"pretrain.init={init}"])
+
+
+def test_pretrain_init_freezes_an_imported_encoder_as_the_teacher(tmp_path: Path, one_thread: None) -> None:
+    """No MoCo: the pretrain stage adopts the MoCo checkpoint; the teacher is that network."""
+    from stcorr.models.contract import unpack
+    from stcorr.train.teacher import build_teacher
+    from tasks.pretrain import run_pretrain
+    from tasks.teacher import run_teacher
+
+    net = _source()
+    cfg = _init_cfg(tmp_path, str(_save(tmp_path, "moco", net)))
+    out = run_pretrain(cfg, "no-shards-needed")
+    teacher = run_teacher(cfg, out)
+    contract = unpack(torch.load(teacher.encoder, weights_only=True), teacher.encoder)[1]
+    assert contract is not None and (contract.objective, contract.input) == ("moco", "rgb")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    with torch.no_grad():
+        ours = build_teacher(Path(teacher.encoder), "resnet18").double()(x)["res5"]
+        theirs = net.double().layer4(net.layer3(net.layer2(net.layer1(
+            net.maxpool(net.relu(net.bn1(net.conv1(x))))))))
+    assert (ours - theirs).abs().max() < 1e-5
+    # the fingerprint follows the file's bytes, not its name
+    other = _source(seed=1)
+    torch.save(LAYOUTS["moco"](other.state_dict()), tmp_path / "moco.pth")
+    assert run_pretrain(cfg, "").fingerprint != out.fingerprint
+
+
+def test_pretrain_init_is_validated(tmp_path: Path) -> None:
+    from stcorr.registry import ModelRefError
+    from tasks.pretrain import init_file, run_pretrain
+
+    with pytest.raises(ModelRefError, match=r"^pretrain\.init: .*none\.pt: model file not found"):
+        init_file(_init_cfg(tmp_path, str(tmp_path / "none.pt")))
+    stt = _init_cfg(tmp_path, str(_save(tmp_path, "stt", _source())))
+    with pytest.raises(ValueError, match=r"^pretrain\.init: .* takes lab input .* the teacher is fed RGB"):
+        run_pretrain(stt, "")
+    torch.save(_source("resnet50").state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(ValueError, match=r"is a resnet50; pretrain\.arch is resnet18"):
+        run_pretrain(_init_cfg(tmp_path, str(tmp_path / "r50.pth")), "")

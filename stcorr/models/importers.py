@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stcorr.models.contract import CONTRACT_KEY, ModelContract
+from stcorr.models.contract import CONTRACT_KEY, ModelContract, unpack
 from stcorr.models.resnet import CHANNELS, detect_arch
 
 FORMATS = ("crw", "stt", "vfs", "moco", "sfc", "torchvision")
@@ -104,6 +104,22 @@ def import_checkpoint(path: Path, fmt: str = "auto", *, arch: str | None = None,
         raise ImportFormatError(f"{path}: holds a {held} ({found} layout); expected a {arch}")
     check_keys(state, held, f"{path} ({found} layout)")
     return Imported(found, state, contract_for(found, held, stride), len(tensors) - len(state))
+
+
+def read_encoder(path: Path, stored: ModelContract | None = None) -> tuple[dict[str, Tensor], ModelContract]:
+    """An encoder file of any origin as (torchvision state dict, contract): stcorr's own
+    (contract in the file, else ``stored``, e.g. from registry tags) or a paper's checkpoint.
+
+    Raises:
+        ImportFormatError: a foreign file of no known layout (see ``import_checkpoint``).
+    """
+    raw = read_checkpoint(path)
+    state, contract = unpack(raw, str(path))
+    contract = contract or stored
+    if contract is not None:
+        return state, contract
+    imported = import_checkpoint(path)
+    return imported.state, imported.contract
 
 
 def read_checkpoint(path: Path, *, trust: bool = False) -> Mapping[str, Any]:
