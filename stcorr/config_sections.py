@@ -264,6 +264,13 @@ class EvaluateConfig(Section):
         "data.footage); on synthetic data the davis/vip/jhmdb sets are smoke tests only.",
     )
     stride: Literal[8, 4] = Field(8, description="Feature stride of the evaluation preset (d8 or d4).")
+    protocol: Literal["auto", "crw", "stt", "custom"] = Field(
+        "auto",
+        description="Propagation protocol: 'crw' or 'stt' set the paper's context, top-k, temperature, "
+        "window, radius and VIP/JHMDB sizes per benchmark (stcorr/eval/protocols.py) over the keys "
+        "below; 'custom' uses the keys below; 'auto' takes the protocol the candidate's contract "
+        "records (an imported checkpoint's paper), else 'custom'. The keys' defaults are CRW's.",
+    )
     n_context: PosInt = Field(20, description="Preceding frames in the context (both papers: 20).")
     topk: PosInt = Field(10, description="Affinities kept per target pixel (CRW issue #2: 10, not 5).")
     radius: PosFloat = Field(12.0, description="Spatial restriction in feature cells (CRW: 12).")
