@@ -180,7 +180,8 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
                   "table": table, "skipped": skipped, "summaries": _summaries(results),
                   "comparisons": [c.to_dict() for c in comparisons], "objects": objects,
                   "notes": {m.name: list(m.notes) for m in models},
-                  "contracts": {m.name: m.describe() for m in models}}
+                  "contracts": {m.name: m.describe() for m in models},
+                  "contract_fields": {m.name: m.contract.to_dict() for m in models if m.kind == "encoder"}}
         run.log_json(output, OUTPUT_ARTIFACT)
     return output
 

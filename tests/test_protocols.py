@@ -54,3 +54,26 @@ def test_an_imported_model_picks_its_papers_protocol_unless_told() -> None:
     assert apply_protocol(EvaluateConfig(), "vip", 4, stt).radius == 35.0
     assert apply_protocol(EvaluateConfig(protocol="crw"), "vip", 4, stt).radius == 12.0
     assert apply_protocol(EvaluateConfig(protocol="custom", radius=7), "vip", 4, stt).radius == 7
+
+
+def test_reproduction_table_puts_a_result_next_to_the_published_figure() -> None:
+    from stcorr.eval.reproduction import reproduction_rows, reproduction_table
+    from stcorr.models.importers import contract_for
+    from stcorr.report import reproduction_section
+
+    crw = contract_for("crw", "resnet18")
+    ours = {"davis": {"J&F-Mean": 0.661, "J-Mean": 0.63}, "jhmdb": {"PCK@0.1": 0.6, "PCK@0.2": 0.849}}
+    rows = reproduction_rows(crw, ours)
+    assert [(b, m) for b, m, *_ in rows] == [("davis", "J&F-Mean"), ("jhmdb", "PCK@0.1"),
+                                            ("jhmdb", "PCK@0.2")]
+    assert rows[0][2:] == pytest.approx((66.1, 67.6, -1.5))
+    assert "| davis | J&F-Mean | 66.1 | 67.6 | -1.5 |" in reproduction_table(crw, ours)
+    s4 = contract_for("stt", "resnet50", stride=4)
+    assert reproduction_rows(s4, {"vip": {"mIoU": 0.43}})[0][2:] == pytest.approx((43.0, 42.8, 0.2))
+    assert reproduction_rows(contract_for("stt", "resnet18", 4), {"davis": {"J&F-Mean": 0.7}})[0][3] == 73.5
+    assert reproduction_table(contract_for("moco", "resnet50"), ours) == ""  # nothing published
+    evaluate = {"contract_fields": {"candidate": crw.to_dict()},
+                "summaries": {"davis": {"candidate": {"J&F-Mean": 0.661}, "lab": {"J&F-Mean": 0.2}}}}
+    real = load_config(overrides=["data.source=folders", "data.images=/x", "data.videos=/y"])
+    assert reproduction_section(real, evaluate)[0] == "## Does it reproduce?"
+    assert reproduction_section(load_config(), evaluate) == []  # synthetic data: no paper numbers
