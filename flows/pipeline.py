@@ -17,7 +17,7 @@ from prefect import flow
 from stcorr.config import PipelineConfig
 from tasks.data import sources_task
 from tasks.finetune import finetune_task
-from tasks.pretrain import pretrain_task
+from tasks.pretrain import init_file, pretrain_task
 from tasks.shard import shard_task
 from tasks.teacher import teacher_task
 
@@ -25,6 +25,8 @@ from tasks.teacher import teacher_task
 @flow(name="stcorr-pipeline", log_prints=False)
 def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until``; return the stage outputs and the evaluation summaries."""
+    if cfg.pretrain.init is not None:
+        init_file(cfg)  # a missing pretrain.init fails now, not after sharding
     sources = sources_task(cfg)  # Ray starts on first use: a fully cached re-run never needs it
     images = shard_task.submit(cfg, "images", sources["images"])
     videos = shard_task.submit(cfg, "videos", sources["videos"])

@@ -233,11 +233,12 @@ def config_reference() -> None:
 
 
 def _register_commands() -> None:
-    """Commands that live in their own modules (evaluation, training) add themselves here."""
-    from stcorr import cli_eval, cli_train
+    """Commands that live in their own modules (evaluation, training, models) add themselves here."""
+    from stcorr import cli_eval, cli_models, cli_train
 
     cli_eval.register(app)
     cli_train.register(app)
+    cli_models.register(app)
 
 
 _register_commands()

@@ -71,6 +71,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate one model or baseline on one benchmark: predictions, metrics JSON, table."""
         from stcorr.eval.features import check_precision, load_model
         from stcorr.eval.harness import evaluate_benchmark, read_benchmark, results_table, table_row
+        from stcorr.eval.reproduction import reproduction_table
 
         _check_objective(objective)
         cfg = _load(config, sets)
@@ -85,6 +86,9 @@ def register(app: typer.Typer) -> None:
         result = evaluate_benchmark(benchmark, root, spec, cfg.evaluate, out,
                                     None if no_ray else cfg.compute, size=_size(size))
         typer.echo(results_table([table_row(model, [result])]))
+        reproduction = reproduction_table(spec.contract, {benchmark: result.summary})
+        if spec.kind == "encoder" and reproduction:
+            typer.echo(reproduction)
         typer.echo(f"predictions: {result.files['predictions']}")
         typer.echo(f"metrics: {result.files['json']}  per sequence: {result.files['csv']}")
 

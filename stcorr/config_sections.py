@@ -173,6 +173,14 @@ class PretrainConfig(Section):
     arch: Literal["resnet18", "resnet50"] = Field(
         "resnet18", description="Backbone; the paper's main rows use ResNet-18."
     )
+    init: str | None = Field(
+        None,
+        description="Skip MoCo and use this encoder as the spatial stage (and so as the frozen "
+        "teacher): a checkpoint file (stcorr .pt, or MoCo/VFS/SFC/CRW/torchvision as "
+        "`stcorr import-checkpoint` reads them) or models:/name/N. It must take RGB input (the "
+        "teacher is fed RGB) and match pretrain.arch; its sha256 is part of the stage's fingerprint. "
+        "null trains MoCo v2 (STT step 1).",
+    )
     steps: PosInt = Field(
         60, description="Optimiser steps; the demo budget (about a minute of pretraining on 2 cores)."
     )
@@ -256,6 +264,13 @@ class EvaluateConfig(Section):
         "data.footage); on synthetic data the davis/vip/jhmdb sets are smoke tests only.",
     )
     stride: Literal[8, 4] = Field(8, description="Feature stride of the evaluation preset (d8 or d4).")
+    protocol: Literal["auto", "crw", "stt", "custom"] = Field(
+        "auto",
+        description="Propagation protocol: 'crw' or 'stt' set the paper's context, top-k, temperature, "
+        "window, radius and VIP/JHMDB sizes per benchmark (stcorr/eval/protocols.py) over the keys "
+        "below; 'custom' uses the keys below; 'auto' takes the protocol the candidate's contract "
+        "records (an imported checkpoint's paper), else 'custom'. The keys' defaults are CRW's.",
+    )
     n_context: PosInt = Field(20, description="Preceding frames in the context (both papers: 20).")
     topk: PosInt = Field(10, description="Affinities kept per target pixel (CRW issue #2: 10, not 5).")
     radius: PosFloat = Field(12.0, description="Spatial restriction in feature cells (CRW: 12).")

@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stcorr.config_sections import TrackingConfig
-from stcorr.models.contract import ModelContract, unpack
+from stcorr.config_sections import PipelineConfig, TrackingConfig
+from stcorr.models.contract import ModelContract, pack, unpack
+
+if TYPE_CHECKING:  # torch-free at import time, as the rest of this module
+    from stcorr.models.importers import Imported
 
 ENCODER_ARTIFACT_DIR = "encoder"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -58,6 +61,31 @@ def register_encoder(
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)
     return str(version.version)
+
+
+def register_import(cfg: PipelineConfig, imported: Imported, source: Path, model_name: str) -> str:
+    """Register an imported checkpoint (:mod:`stcorr.models.importers`) in its own MLflow run.
+
+    The encoder is stored as every stcorr encoder is (torchvision keys + contract, the
+    contract also as version tags); the run and the version carry the source file's name,
+    sha256 and format. Returns the new version.
+    """
+    import hashlib
+
+    import torch
+
+    from stcorr.tracking import stage_run
+
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    tags = {"stcorr.stage": "import", "stcorr.import.format": imported.format,
+            "stcorr.import.source": source.name, "sha256": sha}
+    with stage_run(cfg, "import", sha, run_name=f"import-{imported.format}") as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        run.set_tags(tags)
+        encoder = Path(tmp) / "encoder.pt"
+        torch.save(pack(imported.state, imported.contract), encoder)
+        return register_encoder(run.client, run.run_id, encoder, model_name=model_name, alias=None,
+                                tags=tags)
 
 
 def resolve_encoder(ref: str, tracking: TrackingConfig | None) -> Path:

@@ -96,6 +96,20 @@ def ranking_section(evaluate: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reproduction_section(cfg: PipelineConfig, evaluate: dict[str, Any]) -> list[str]:
+    """The candidate next to the published scores of the checkpoint its contract describes (real
+    data only: on synthetic data the papers' numbers mean nothing)."""
+    from stcorr.eval.reproduction import reproduction_table
+    from stcorr.models.contract import ModelContract
+
+    fields = evaluate.get("contract_fields", {}).get("candidate")
+    if cfg.data.source != "folders" or not fields:
+        return []
+    ours = {bench: models.get("candidate", {}) for bench, models in evaluate.get("summaries", {}).items()}
+    table = reproduction_table(ModelContract.from_dict(fields, "candidate"), ours)
+    return ["## Does it reproduce?", "", table] if table else []
+
+
 def health_section(outputs: dict[str, Any]) -> list[str]:
     """Did each training stage learn? Its diagnostics against chance, and any warning."""
     lines = ["## Learning health", ""]
@@ -136,8 +150,9 @@ def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any
 
     evaluate = outputs.get("evaluate", {})
     summaries: dict[str, dict[str, dict[str, float]]] = evaluate.get("summaries", {})
+    reproduction = reproduction_section(cfg, evaluate)
     table = "\n".join([markdown_table(cfg, summaries), "", *ranking_section(evaluate), "",
-                       *health_section(outputs)])
+                       *reproduction, *([""] if reproduction else []), *health_section(outputs)])
     run_ids = {
         name: getattr(outputs.get(name), "run_id", None) for name in ("pretrain", "teacher", "finetune")
     }

@@ -28,6 +28,7 @@ from stcorr.eval.harness import (
     table_row,
 )
 from stcorr.eval.intervals import object_scores
+from stcorr.eval.protocols import chosen
 from stcorr.eval.ranking import compare
 
 BenchmarkName = Literal["footage", "davis", "vip", "jhmdb"]
@@ -145,7 +146,13 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
     data = [_data_identity(b, root, cfg.evaluate.max_sequences) for b, root in roots.items()]
     check_precision(cfg.evaluate.precision)
     models, skipped = _models(cfg, candidate_encoder, teacher_encoder, objective, calibration)
-    fp = stage_fingerprint("evaluate", cfg.evaluate, *map(_identity, models), *data)
+    # auto: every model runs the candidate's protocol; the contracts in the identities decide it,
+    # and leaving the key out keeps the fingerprints of runs made before it existed
+    auto = cfg.evaluate.protocol == "auto"
+    section = cfg.evaluate.model_dump(mode="json", exclude={"protocol"} if auto else set())
+    cand = next((m for m in models if m.name == "candidate"), None)
+    cfg = cfg.model_copy(update={"evaluate": chosen(cfg.evaluate, cand.contract if cand else None)})
+    fp = stage_fingerprint("evaluate", section, *map(_identity, models), *data)
     with claim(cfg, "evaluate", fp, lambda: _reuse(cfg, fp)) as done:
         return done or _evaluate(cfg, fp, models, roots, skipped, pipeline)
 
@@ -174,7 +181,8 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
                   "table": table, "skipped": skipped, "summaries": _summaries(results),
                   "comparisons": [c.to_dict() for c in comparisons], "objects": objects,
                   "notes": {m.name: list(m.notes) for m in models},
-                  "contracts": {m.name: m.describe() for m in models}}
+                  "contracts": {m.name: m.describe() for m in models},
+                  "contract_fields": {m.name: m.contract.to_dict() for m in models if m.kind == "encoder"}}
         run.log_json(output, OUTPUT_ARTIFACT)
     return output
 

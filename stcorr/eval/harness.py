@@ -32,6 +32,7 @@ from stcorr.config_sections import ComputeConfig, EvaluateConfig
 from stcorr.eval.features import FeatureExtractor, ModelSpec, read_state
 from stcorr.eval.intervals import mean_interval, object_scores
 from stcorr.eval.metrics import VIP_CLASSES, ConfusionMatrix, davis_summary, pck
+from stcorr.eval.protocols import apply_protocol
 from stcorr.eval.readers import MaskSequence, PoseSequence, read_davis, read_jhmdb, read_vip
 from stcorr.eval.sequence import SequenceResult, evaluate_sequence
 
@@ -195,7 +196,8 @@ def evaluate_benchmark(benchmark: str, root: str | Path, model: ModelSpec,
         benchmark: "footage", "davis", "vip" or "jhmdb" (footage is scored as DAVIS).
         root: the benchmark folder in its published layout.
         model: from ``load_model``.
-        cfg_evaluate: propagation parameters, ``max_sequences``, ``visualize``.
+        cfg_evaluate: propagation parameters, ``max_sequences``, ``visualize``; ``protocol``
+            replaces the propagation keys by a paper's (:mod:`stcorr.eval.protocols`).
         out_dir: output folder (see the module docstring).
         compute_cfg: Ray settings; None evaluates the sequences one by one in this process.
         size: squash size for VIP/JHMDB; None = ``evaluate.vip_size`` / ``jhmdb_size``.
@@ -204,6 +206,7 @@ def evaluate_benchmark(benchmark: str, root: str | Path, model: ModelSpec,
         BenchmarkLayoutError: wrong layout (before Ray starts); ValueError: bad masks.
     """
     seqs = read_benchmark(benchmark, root, cfg_evaluate.max_sequences)
+    cfg_evaluate = apply_protocol(cfg_evaluate, benchmark, model.stride, model.contract)
     out = Path(out_dir).resolve()
     pred_dir = out / benchmark
     pred_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from stcorr.data.decode import VideoSource, open_video
 from stcorr.eval import visualize as vis
 from stcorr.eval.features import FeatureExtractor, ModelSpec
 from stcorr.eval.labels import first_frame_labels, labels_to_index, read_annotation, write_palette_png
+from stcorr.eval.protocols import apply_protocol
 from stcorr.eval.readers import VOID
 from stcorr.eval.sequence import propagate_labels
 
@@ -155,6 +156,7 @@ def track_video(video: str | Path, mask: str | Path, model: ModelSpec, out_dir: 
         VideoDecodeError: the video cannot be decoded; ValueError: a bad mask (see
         ``first_mask``).
     """
+    cfg = apply_protocol(cfg, "davis", model.stride, model.contract)  # your video: DAVIS's settings
     source = open_video(video)
     info = source.info
     frames = min(info.frames, max_frames or info.frames)

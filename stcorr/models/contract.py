@@ -10,7 +10,11 @@ Fields: ``objective`` (how it was trained: "moco" for the spatial stage and its 
 "stt", "crw"), ``input`` ("rgb" or "lab"), ``normalization`` ("imagenet": mean/std of
 torchvision; "lab": (50, 0, 0) / (50, 127, 127) as STT), ``arch``, ``preset`` (the backbone
 preset it is evaluated in, :mod:`stcorr.models.resnet`), ``stride`` (of that preset's res4),
-``train_preset`` (the preset it was trained in).
+``train_preset`` (the preset it was trained in), ``protocol`` (the evaluation protocol of its
+paper, ``crw`` or ``stt``, that ``evaluate.protocol: auto`` picks; ``custom``: none, the
+``evaluate`` keys as set). Checkpoints imported from the papers' code
+(:mod:`stcorr.models.importers`) are ``vfs``, ``sfc`` or ``supervised`` (a torchvision ImageNet
+ResNet) as well.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from torch import Tensor
 CONTRACT_KEY = "stcorr_contract"
 STATE_KEY = "state_dict"
 TAG_PREFIX = "stcorr.contract."
-OBJECTIVES = ("moco", "stt", "crw")
+OBJECTIVES = ("moco", "stt", "crw", "vfs", "sfc", "supervised")
+PROTOCOLS = ("crw", "stt", "custom")
 INPUTS = ("rgb", "lab")
 NORMALIZATION = {"rgb": "imagenet", "lab": "lab"}
 # ``--objective`` override spellings: how a model without (or against) its contract is read.
@@ -47,6 +52,7 @@ class ModelContract:
     preset: str = "eval_d8"
     stride: int = 8
     train_preset: str = "stt_student"
+    protocol: str = "custom"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -56,9 +62,14 @@ class ModelContract:
         if self.normalization != NORMALIZATION[self.input]:
             raise ContractError(f"contract normalization: {self.input} input is normalised "
                                 f"{NORMALIZATION[self.input]!r}, got {self.normalization!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ContractError(f"contract protocol: expected one of {PROTOCOLS}, got {self.protocol!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.protocol == "custom":  # recorded only when a paper's protocol is preferred, so the
+            del data["protocol"]  # pipeline's own contracts (and evaluate fingerprints) stay as they were
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "contract") -> ModelContract:
@@ -69,11 +80,11 @@ class ModelContract:
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(names - set(data) - {"protocol"})  # optional: older contracts lack it
         if unknown or missing:
             raise ContractError(f"{source}: contract fields unknown {unknown}, missing {missing}; "
                                 f"expected {sorted(names)}")
-        text = {k: str(v) for k, v in data.items() if k != "stride"}
+        text = {k: str(v) for k, v in data.items() if k != "stride"}  # protocol defaults to custom
         return cls(**text, stride=int(data["stride"]))
 
     def tags(self) -> dict[str, str]:

@@ -187,7 +187,7 @@ def load_encoder_state(model: nn.Module, state: Mapping[str, object], source_nam
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     tensors = _torchvision_keys(state, source_name)
     arch = getattr(inner, "arch", None)
-    held = _detect_arch(tensors)
+    held = detect_arch(tensors)
     if arch is not None and held is not None and held[0] != arch:
         raise ValueError(f"{source_name} holds a {held[0]} state dict ({held[1]}); this model is {arch}")
     own = inner.state_dict()
@@ -231,7 +231,7 @@ def _torchvision_keys(state: Mapping[str, object], source_name: str) -> dict[str
     return {k: v for k, v in tensors.items() if not k.startswith("fc.")}
 
 
-def _detect_arch(tensors: Mapping[str, Tensor]) -> tuple[str, str] | None:
+def detect_arch(tensors: Mapping[str, Tensor]) -> tuple[str, str] | None:
     """(arch name, evidence) of a torchvision ResNet state dict, or None if not recognisable."""
     if not any(k.startswith("layer1.0.") for k in tensors):
         return None

@@ -170,15 +170,19 @@ def _in_daemon_thread(func: Any, name: str) -> Any:
     return box["result"]
 
 
+def output_dir(cfg: PipelineConfig, run_name: str) -> Path:
+    """The local folder (created) a stage's exported encoder goes to: under a local
+    ``storage.root``, else under ``work/`` (an s3:// root keeps only the checkpoints)."""
+    root = Path("work") if is_s3(cfg.storage.root) else Path(cfg.storage.root)
+    out_dir = (root / "outputs" / run_name).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def _collect(cfg: PipelineConfig, result: Any, run_name: str) -> TrainResult:
     if result.checkpoint is None:
         raise TrainingError(f"{run_name}: training finished without a checkpoint")
-    out_dir = (
-        Path("work", "outputs", run_name).resolve()
-        if is_s3(cfg.storage.root)
-        else Path(cfg.storage.root, "outputs", run_name).resolve()
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(cfg, run_name)
     extras: dict[str, str] = {}
     with checkpoint_folder(result.checkpoint) as folder:
         shutil.copyfile(folder / ENCODER_FILE, out_dir / ENCODER_FILE)

@@ -1,0 +1,56 @@
+"""Model commands: ``stcorr import-checkpoint``.
+
+Brings a checkpoint of the papers' code (CRW, STT, VFS, MoCo, SFC, torchvision) into the
+registry with its input contract, so ``evaluate``, ``track`` and ``pretrain.init`` run it as
+its authors did (:mod:`stcorr.models.importers`).
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stcorr.cli_common import ConfigOpt, SetOpt, _load, friendly_errors
+from stcorr.config import ConfigError
+
+# No `from __future__ import annotations` here: typer reads these annotations at runtime.
+FORMAT_HELP = "auto (from the keys) | crw | stt | vfs | moco | sfc | torchvision"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to ``app``."""
+
+    @app.command("import-checkpoint")
+    @friendly_errors
+    def import_checkpoint(
+        file: Annotated[Path, typer.Argument(help="The checkpoint (.pth, .pth.tar, .pt).")],
+        fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+        name: Annotated[
+            str | None, typer.Option("--name", help="Registered model name (default: <format>-<arch>).")
+        ] = None,
+        arch: Annotated[
+            str | None, typer.Option("--arch", help="resnet18 | resnet50: fail unless the file holds it.")
+        ] = None,
+        stride: Annotated[
+            int, typer.Option("--stride", help="8, or 4 for STT's stride-4 models (eval_d4).")
+        ] = 8,
+        trust_pickle: Annotated[
+            bool, typer.Option("--trust-pickle", help="Unpickle fully when a weights-only load is "
+                               "refused (it can run code: only for a file you trust).")
+        ] = False,
+        config: ConfigOpt = None,
+        sets: SetOpt = None,
+    ) -> None:
+        """Import a CRW, STT, VFS, MoCo, SFC or torchvision ResNet checkpoint as a model version
+        carrying its input contract (colour space, normalisation, preset, protocol)."""
+        from stcorr.models.importers import import_checkpoint as read_foreign
+        from stcorr.registry import register_import
+
+        cfg = _load(config, sets)
+        if cfg.tracking.uri is None:
+            raise ConfigError("tracking.uri: tracking is disabled (null); an import registers a version")
+        imported = read_foreign(file, fmt, arch=arch, stride=stride, trust=trust_pickle)
+        model = name or f"{imported.format}-{imported.contract.arch}"
+        version = register_import(cfg, imported, file, model)
+        typer.echo(f"models:/{model}/{version}  ({imported.contract.describe()}, "
+                   f"protocol {imported.contract.protocol}; {imported.dropped} non-encoder tensors left out)")
