@@ -171,6 +171,6 @@ def test_setup_warnings_before_training() -> None:
     on = setup_warnings("finetune", {"objective": "stt", "global_distill": True, "crop": 64})
     assert "2x2 res5 grid (crop 64 px" in on[0]
     off = setup_warnings("finetune", {"objective": "stt", "global_distill": False, "crop": 96})
-    assert "global distillation (Eq. 2-3) is off: at crop 96 px the res5 grid would be 3x3" in off[0]
+    assert "global distillation (STT Eq. 2-3) is off: at crop 96 px the res5 grid would be 3x3" in off[0]
     assert setup_warnings("finetune", {"objective": "stt", "global_distill": True, "crop": 128}) == []
     assert setup_warnings("finetune", {"objective": "crw", "crop": 64}) == []

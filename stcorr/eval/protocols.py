@@ -2,7 +2,7 @@
 
 ``evaluate.protocol`` picks one; ``custom`` uses the section's keys as set, ``auto`` the
 protocol the model's contract prefers (an imported checkpoint records its paper's, see
-:mod:`stcorr.models.importers`), else ``custom``. METHODS.md 3.1:
+:mod:`stcorr.models.importers`), else ``custom``. docs/methods.md 3.1:
 
 | protocol | context | top-k | tau  | window | radius DAVIS/JHMDB/VIP | first frame | JHMDB, VIP size |
 |----------|---------|-------|------|--------|------------------------|-------------|-----------------|

@@ -1,6 +1,6 @@
 """Published scores of the released checkpoints, set next to a result: does it reproduce?
 
-The figures (percent) are those each repository gives for its released weights (METHODS.md 6):
+The figures (percent) are those each repository gives for its released weights (docs/methods.md 6):
 CRW ``pretrained.pth`` (README: DAVIS-2017 val J&F; VIP mIoU and JHMDB PCK as the paper reports
 them, quoted in videowalk issue #10) and STT's README model zoo ("reproduced performance in this
 repo may be slightly different from the paper"). A checkpoint is matched by its contract:

@@ -2,7 +2,7 @@
 
 Each reference repository saves its ResNet under its own names and feeds it its own input, so
 an import maps the names and records the input contract (:mod:`stcorr.models.contract`): the
-model is then evaluated as its authors evaluated it (METHODS.md 1.4, 2.1, 2.3, 3.1).
+model is then evaluated as its authors evaluated it (docs/methods.md 1.4, 2.1, 2.3, 3.1).
 
 | format      | encoder keys (after ``state_dict``/``model``, ``module.``) | input, preset        |
 |-------------|------------------------------------------------------------|----------------------|

@@ -147,7 +147,7 @@ def setup_warnings(stage: str, context: Mapping[str, Any]) -> list[str]:
                 f"both correlations are near one-hot; use finetune.crop_size >= {32 * MIN_GC_GRID} or "
                 f"finetune.stt.global_distill=false"]
     if not context.get("global_distill") and grid < MIN_GC_GRID:
-        return [f"global distillation (Eq. 2-3) is off: at crop {crop} px the res5 grid would be "
+        return [f"global distillation (STT Eq. 2-3) is off: at crop {crop} px the res5 grid would be "
                 f"{grid}x{grid}, under the {MIN_GC_GRID}x{MIN_GC_GRID} where it carries signal"]
     return []
 
