@@ -6,10 +6,11 @@
 embedded services of the demo, with the training budget of one hour on a 2-core machine with no
 GPU (evaluation included). A ``profiles.<name>`` block in the YAML replaces the built-in one.
 
-Where the hour goes on 2 cores, measured: data and shards ~2 min, pretrain 4m36 (300 steps;
-top-1 22.9% against a chance of 0.39%), finetune 5.0 s per step at 128-px crops with global
-distillation and the log steps' gradient diagnostics (0.20 steps/s on 2 ranks), so 400 steps are
-~34 min; evaluation at DAVIS 480p ~8 min (the demo's). Fine-tuning gets most of the hour because
+Where the hour goes on 2 cores, measured end to end (39m23, seed 0): data and shards ~2 min,
+pretrain 4m35 (300 steps; top-1 13.5% against a chance of 0.39%), finetune 25m29 (400 steps at
+128-px crops with global distillation and the log steps' gradient diagnostics, ~3.8 s per step
+on 2 ranks), evaluation at DAVIS 480p in float32 7m25. On the real footage the candidate scores
+70.0 J&F, 15.3 points over raw Lab pixels. Fine-tuning gets most of the hour because
 that is where the candidate pulls away from raw pixels on real footage: 120 -> 400 steps at
 96-px crops moved the candidate from 70.7 to 74.3 J&F, while 60 -> 600 MoCo steps moved the
 teacher from 70.0 to 74.6 (and MoCo's top-1 sank with them).
