@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 CPU_HOUR: dict[str, Any] = {
-    "data": {"synth": {"images": 2048, "videos": 64}},
+    "data": {"synth": {"images": 2048, "videos": 64}, "footage": {"frames": 12}},
     "pretrain": {
         "steps": 300,  # top-1 ends 25-50x chance; it sinks under 10x by 600 steps on these textures
         "checkpoint_every": 100,

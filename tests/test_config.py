@@ -60,6 +60,7 @@ def test_cpu_hour_profile_resolves_with_and_without_the_repo_yaml() -> None:
         assert cfg.compute.ray_address is None and cfg.storage.root == "work"  # embedded services
         assert cfg.pretrain.moco.queue < cfg.data.synth.images  # no copies of positives as negatives
         assert cfg.data.footage.size == (480, 854)  # real footage at DAVIS 480p, the papers' size
+        assert cfg.data.footage.frames == 12  # the clips its README table was measured on
         assert cfg.evaluate.precision == "float32"  # the papers' arithmetic, whatever the demo uses
         assert cfg.finetune.steps > load_config().finetune.steps
         # global distillation is on, on a res5 grid of at least 4x4 at the crop it trains on

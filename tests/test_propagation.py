@@ -141,20 +141,3 @@ def test_heatmaps_round_trip_and_invisible_joint() -> None:
     up = decode_keypoints(maps[:1], topk=1, size=(12, 14))  # STT: decode after upsampling
     assert abs(up[0, 0] - 6.5) <= 0.5 and abs(up[0, 1] - 4.5) <= 0.5
 
-
-def test_bfloat16_precision_agrees_with_float32_reference() -> None:
-    """bf16 affinities change which near-tied candidates are kept, not which label wins."""
-    gen = torch.Generator().manual_seed(3)
-    scene = F.avg_pool2d(torch.randn(1, 32, 40, 52, generator=gen), 5, 1, 2)[0]  # smooth texture
-    feats = torch.stack([torch.roll(scene, (t, 2 * t), (1, 2))[:, :24, :32] for t in range(6)])
-    feats = feats + 0.05 * torch.randn(feats.shape, generator=gen)
-    regions = (torch.arange(24).view(-1, 1) // 8 * 4 + torch.arange(32) // 8) % 3  # 8x8 blocks
-    lab0 = F.one_hot(regions, 3).permute(2, 0, 1).float()
-    want = dense_propagate(feats.double(), lab0.double(), n_context=4, topk=10, radius=6,
-                           tau=0.05, restrict_first=False, window="circle")
-    got = propagate(feats, lab0, n_context=4, radius=6, precision="bfloat16")
-    assert got.dtype == torch.float32
-    assert torch.allclose(got.sum(1), torch.ones(6, 24, 32), atol=1e-5)
-    agree = (got.argmax(1) == want.argmax(1))[1:].double().mean().item()
-    assert agree >= 0.99
-    assert (got - want).abs().max().item() < 0.2  # the weights move; nowhere a different answer

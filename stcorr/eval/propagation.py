@@ -21,10 +21,6 @@ context frame (one batched GEMM reading a channel-last ring of context frames in
 cell's window is gathered from that by index, and top-k runs over ``n * |window| + HW_0``
 candidates per cell. Memory is bounded by ``n_context`` and ``chunk``, not by T; results
 equal the dense computation up to float rounding.
-
-``precision="bfloat16"`` (``evaluate.precision``) keeps the normalised features and the
-affinity products in bf16 (~2.5x faster GEMMs on a CPU with AVX512-BF16 or AMX); the top-k
-values are widened to float32 before the softmax and the labels are averaged in float32.
 """
 
 from __future__ import annotations
@@ -38,7 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Window = Literal["circle", "square"]
-Precision = Literal["float32", "bfloat16"]
 TILE = 8  # target tile side in cells: a tile is scored against its (8 + 2r)^2 key region
 DEFAULT_CHUNK = 512  # target cells per chunk (8 tiles): ~40 MB of scratch at n = 20, r = 12
 
@@ -157,8 +152,7 @@ class _Context:
 @torch.no_grad()
 def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk: int = 10,
               radius: float = 12, temperature: float = 0.05, restrict_first: bool = False,
-              window: Window = "circle", chunk: int | None = None,
-              precision: Precision = "float32") -> Tensor:
+              window: Window = "circle", chunk: int | None = None) -> Tensor:
     """Propagate first-frame labels through a video by top-k feature affinities.
 
     Args:
@@ -173,8 +167,6 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         window: ``"circle"`` (CRW) or ``"square"`` (STT); see the module docstring.
         chunk: target cells scored together (in 8x8 tiles); None = 512. Peak memory grows
             with it and with ``n_context``, never with T.
-        precision: dtype of the normalised features and the affinities; the labels, the
-            softmax and the output stay in the dtype of ``feats``.
 
     Returns:
         ``(T, K, H, W)`` soft labels in the dtype of ``feats``; frame 0 is ``first_labels``.
@@ -188,14 +180,12 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
                  window == "circle" and not restrict_first, chunk or DEFAULT_CHUNK)
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
-    dtype = torch.bfloat16 if precision == "bfloat16" else feats.dtype
-    first = (F.normalize(feats[0], dim=0).reshape(channels, -1).to(dtype) if plan.first_free
-             else None)
-    store = feats.new_empty(height * plan.slots * width * channels, dtype=dtype)  # the ring
+    first = F.normalize(feats[0], dim=0).reshape(channels, -1) if plan.first_free else None
+    store = feats.new_empty(height * plan.slots * width * channels)  # the ring's memory
     ring = store[:0].view(height, 0, width, channels)  # grows to S slots, then cycles
     ring_labels = out.new_empty((0, *out.shape[1:]))
-    scratch = feats.new_zeros(plan.group * plan.side**2 * plan.slots * plan.tile**2, dtype=dtype)
-    query, pick = _normalised(feats[0], dtype), plan.pick(1)
+    scratch = feats.new_zeros(plan.group * plan.side**2 * plan.slots * plan.tile**2)
+    query, pick = _normalised(feats[0]), plan.pick(1)
     for t in range(1, n_frames):
         if ring.shape[1] < plan.slots:  # growing: frame t-1 takes slot t-1
             ring = _grow(store, ring, query)
@@ -206,7 +196,7 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         duplicate = not plan.first_free and t <= n_context
         blocks = [out[0:1]] * plan.first_free + [ring_labels] + [out[0:1]] * duplicate
         labels = torch.cat(blocks).flatten(2).transpose(0, 1).flatten(1)  # (K, blocks * HW)
-        query = _normalised(feats[t], dtype)
+        query = _normalised(feats[t])
         ctx = _Context(ring, labels, first, pick, duplicate)
         out[t] = _propagate_frame(query, ctx, scratch, plan, (topk, temperature))
     return out
@@ -234,9 +224,9 @@ def _grow(store: Tensor, ring: Tensor, frame: Tensor) -> Tensor:
     return grown
 
 
-def _normalised(frame: Tensor, dtype: torch.dtype) -> Tensor:
-    """``(C, H, W)`` -> L2-normalised over C (in the input's dtype), channel-last ``(H, W, C)``."""
-    return F.normalize(frame, dim=0).to(dtype).permute(1, 2, 0)
+def _normalised(frame: Tensor) -> Tensor:
+    """``(C, H, W)`` -> L2-normalised over C, channel-last ``(H, W, C)``."""
+    return F.normalize(frame, dim=0).permute(1, 2, 0)
 
 
 def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
@@ -258,7 +248,7 @@ def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
         n_ty, n_tx, tile * tile, -1)  # (n_ty, n_tx, P_t, C)
     block = scratch[:plan.group * plan.side**2 * slots * tile**2].view(
         plan.group, plan.side, slots, plan.side, tile**2)  # (G, side, m, side, P_t)
-    out = ctx.labels.new_empty((n_labels, n_ty * tile, n_tx * tile))
+    out = query.new_empty((n_labels, n_ty * tile, n_tx * tile))
     for ty in range(n_ty):
         for g0 in range(0, n_tx, plan.group):
             g1 = min(g0 + plan.group, n_tx)
@@ -323,8 +313,7 @@ def _chunk_topk(q: Tensor, block: Tensor, ctx: _Context, plan: _Plan, at: tuple[
         dense = (q @ ctx.first).topk(min(topk, ctx.first.shape[1]), dim=2)  # (G, P_t, k)
         top, best = torch.cat([top, dense.values], 2).topk(min(topk, top.shape[2] * 2), dim=2)
         src = torch.cat([src, dense.indices], 2).gather(2, best)
-    weights = (top.to(ctx.labels.dtype) / tau).softmax(dim=2)  # -inf (outside) gets weight 0
-    return weights, src
+    return (top / tau).softmax(dim=2), src  # -inf (outside the image) gets weight 0
 
 
 def _label_index(slot: Tensor, win: Tensor, plan: _Plan, at: tuple[int, int],

@@ -106,7 +106,7 @@ def propagate_labels(feats: Tensor, first: Tensor, cfg: EvaluateConfig) -> Tenso
     """``propagate`` with the configured protocol; ``(T, K, h, w)`` soft labels."""
     return propagate(feats, first, n_context=cfg.n_context, topk=cfg.topk, radius=cfg.radius,
                      temperature=cfg.temperature, restrict_first=cfg.restrict_first,
-                     window=cfg.window, precision=cfg.precision)
+                     window=cfg.window)
 
 
 def propagate_mask(extractor: FeatureExtractor, frames: np.ndarray, first_ids: np.ndarray,
