@@ -1,8 +1,9 @@
 """The ``stcorr`` command line.
 
 Every command takes ``--config FILE`` and repeated ``--set section.key=value``. Errors are one
-line on stderr: exit code 2 for a config problem, 1 for anything else the user can fix (a missing
-path, a corrupt file, an unreachable server). ``STCORR_DEBUG=1`` shows the full traceback.
+line on stderr, ``stcorr: error: ...``: exit code 2 for a usage or config problem (a missing or
+unknown option, a bad key), 1 for anything else the user can fix (a missing path, a corrupt
+file, an unreachable server). ``STCORR_DEBUG=1`` shows the full traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from stcorr.cli_common import ConfigOpt, ProfileOpt, SetOpt, _load, friendly_errors
+from stcorr.cli_common import (
+    ConfigOpt,
+    OneLineErrors,
+    ProfileOpt,
+    SetOpt,
+    _load,
+    examples,
+    friendly_errors,
+    removed_on_failure,
+)
 from stcorr.config import ConfigError, PipelineConfig
 
 __all__ = ["ConfigOpt", "ProfileOpt", "SetOpt", "_load", "app", "friendly_errors", "main"]
@@ -22,41 +32,57 @@ __all__ = ["ConfigOpt", "ProfileOpt", "SetOpt", "_load", "app", "friendly_errors
 app = typer.Typer(
     help="Learn dense space-time correspondence from unlabeled images and videos (STT, CRW), "
     "and evaluate it by label propagation. `stcorr run` runs the pipeline.",
+    cls=OneLineErrors,  # click's usage errors as one line, exit 2
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: paragraphs rewrapped, no panels, no <type> tags
 )
 
 
-@app.command()
+@app.command(epilog=examples("stcorr synth --out data/synth",
+                             "stcorr synth --out data/tiny --set data.synth.videos=4"))
 @friendly_errors
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the synthetic data into.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Folder to write the synthetic data into.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Write the synthetic data: images, videos (.mp4 and JPEG folders), DAVIS/VIP/JHMDB benchmarks,
-    and the real-footage DAVIS-layout benchmark (evaluation only) in OUT/footage."""
+    """Write synthetic images, videos and benchmarks.
+
+    Images, videos (.mp4 and JPEG folders), DAVIS/VIP/JHMDB benchmarks with ground truth, and
+    the real-footage DAVIS-layout benchmark (evaluation only) in OUT/footage.
+    """
     from stcorr.data.footage import write_footage
     from stcorr.data.synthetic import generate
 
     cfg = _load(config, sets)
-    roots = generate(out, cfg.data.synth)
-    roots["footage"] = write_footage(out / "footage", cfg.data.footage)
+    with removed_on_failure(out):
+        roots = generate(out, cfg.data.synth)
+        roots["footage"] = write_footage(out / "footage", cfg.data.footage)
     for name, root in roots.items():
         typer.echo(f"{name:>14}: {root}")
 
 
-@app.command()
+@app.command(epilog=examples("stcorr shard images data/synth/images",
+                             "stcorr shard videos data/synth/videos/mp4 --out s3://bucket/shards/videos",
+                             "stcorr shard images ~/imagenet/train --set shard.max_samples=50000"))
 @friendly_errors
 def shard(
-    kind: Annotated[str, typer.Argument(help="images or videos")],
-    source: Annotated[str, typer.Argument(help="Image folder, video folder or frame-folder root.")],
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder or s3:// URL.")] = None,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="images or videos")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE",
+                                          help="Image folder, video folder or frame-folder root.")],
+    out: Annotated[str | None, typer.Option("--out", "-o", metavar="DIR|URL",
+                                            help="Output folder or s3:// URL.")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Write WebDataset shards (+ manifest.json) from one source, in parallel on Ray."""
+    """Write WebDataset shards from one image or video source.
+
+    The shards and their manifest.json (URLs, sample counts, sha256) are written in parallel
+    on Ray, into OUT or under storage.root.
+    """
     from tasks.shard import run_shard_stage
 
     if kind not in ("images", "videos"):
@@ -66,20 +92,25 @@ def shard(
     typer.echo(result.message)
 
 
-@app.command()
+@app.command(epilog=examples("stcorr run",
+                             "stcorr run --profile cpu-hour",
+                             "stcorr run --until finetune --set finetune.objective=crw",
+                             "stcorr run --config pipeline_config.yaml --profile cluster"))
 @friendly_errors
 def run(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
     until: Annotated[
-        str, typer.Option(help="last stage to run: shard, pretrain, teacher, finetune or evaluate")
+        str, typer.Option(metavar="STAGE",
+                          help="Last stage to run: shard, pretrain, teacher, finetune or evaluate.")
     ] = "evaluate",
 ) -> None:
-    """Run the pipeline: shard -> pretrain -> teacher -> finetune -> evaluate.
+    """Run the pipeline, or its first stages.
 
-    Stages whose fingerprint already has a FINISHED MLflow run are skipped and their outputs
-    reused; the summary table and how to open MLflow are printed at the end.
+    shard -> pretrain -> teacher -> finetune -> evaluate. Stages whose fingerprint already has
+    a FINISHED MLflow run are skipped and their outputs reused; the summary table and how to
+    open MLflow are printed at the end.
     """
     from stcorr.lineage import STAGES
 
@@ -90,16 +121,19 @@ def run(
     _run_flow(cfg, None, until)
 
 
-@app.command()
+@app.command(epilog=examples("stcorr resume", "stcorr resume 3f2a9c1d"))
 @friendly_errors
 def resume(
-    pipeline_id: Annotated[str | None, typer.Argument(help="pipeline id (default: the latest)")] = None,
+    pipeline_id: Annotated[str | None, typer.Argument(metavar="PIPELINE_ID",
+                                                      help="Pipeline id (default: the latest).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Resume a pipeline with the config it ran with: finished stages are skipped, a failed
-    training stage continues from its last checkpoint."""
+    """Resume a pipeline with the config it ran with.
+
+    Finished stages are skipped; a failed training stage continues from its last checkpoint.
+    """
     from stcorr.lineage import latest_pipeline, pipeline_config
 
     cfg = _load(config, sets, profile)
@@ -109,33 +143,40 @@ def resume(
     _run_flow(pipeline_config(cfg, pid), pid)
 
 
-@app.command()
+@app.command(epilog=examples("stcorr status", "stcorr status 3f2a9c1d",
+                             "stcorr status --set tracking.uri=http://mlflow.internal:5000"))
 @friendly_errors
 def status(
-    pipeline_id: Annotated[str | None, typer.Argument(help="pipeline id (default: the latest)")] = None,
+    pipeline_id: Annotated[str | None, typer.Argument(metavar="PIPELINE_ID",
+                                                      help="Pipeline id (default: the latest).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """A table of a pipeline's stages: state, fingerprint, MLflow run, duration."""
-    from stcorr.lineage import latest_pipeline, render_rows, stage_rows
+    """Show a pipeline's stages, their times and outputs.
+
+    The start date, total and per-stage times, each stage's state, fingerprint and output (a
+    models:/ reference, a shard manifest, a results folder) and the pipeline's MLflow run URL.
+    """
+    from stcorr.status import pipeline_status, render_status
 
     cfg = _load(config, sets, profile)
-    _check_services(cfg)
-    pid = pipeline_id or latest_pipeline(cfg)
-    typer.echo(f"pipeline {pid}")
-    typer.echo(render_rows(stage_rows(cfg, pid)))
+    typer.echo(render_status(pipeline_status(cfg, pipeline_id)))
 
 
-@app.command()
+@app.command(epilog=examples("stcorr ui", "stcorr ui --port 5001"))
 @friendly_errors
 def ui(
-    port: Annotated[int, typer.Option(help="port of the MLflow UI")] = 5000,
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port of the MLflow UI.")] = 5000,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Open the MLflow UI on the configured tracking store (local SQLite by default)."""
+    """Open the MLflow UI on the tracking store.
+
+    Serves the configured store (local SQLite by default) on 127.0.0.1; for an MLflow server,
+    prints its address.
+    """
     from stcorr.tracking import resolve_uri
 
     cfg = _load(config, sets, profile)
@@ -153,17 +194,22 @@ def ui(
     )
 
 
-@app.command()
+@app.command(epilog=examples("stcorr sweep",
+                             "stcorr sweep --row pyramid --row pyramid+lc+gc --profile cpu-hour"))
 @friendly_errors
 def sweep(
     rows: Annotated[
-        list[str] | None, typer.Option("--row", help="Table 1 row to run (repeatable; default: all rows)")
+        list[str] | None, typer.Option("--row", metavar="ROW",
+                                       help="Table 1 row to run (repeatable; default: all rows).")
     ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Run the paper's Table 1 ablation rows as pipelines; shared stages run once and are reused."""
+    """Run the paper's Table 1 ablation rows as pipelines.
+
+    Stages the rows share (shard, pretrain, teacher) run once and are reused.
+    """
     from stcorr.objectives.stt import TABLE1_ROWS
 
     chosen = rows or list(TABLE1_ROWS)
@@ -214,19 +260,27 @@ def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evalua
         raise typer.Exit(128 + stop.signum) from None
 
 
-@app.command("config")
+@app.command("config", epilog=examples("stcorr config", "stcorr config --profile cluster",
+                                       "stcorr config --config my.yaml --set finetune.lr=0.0002"))
 @friendly_errors
 def show_config(config: ConfigOpt = None, sets: SetOpt = None, profile: ProfileOpt = None) -> None:
-    """Print the resolved config (defaults, file, STCORR_* environment and --set applied) as YAML."""
+    """Print the resolved config as YAML.
+
+    The defaults with the file, the profile's block, STCORR_* environment variables and --set
+    applied, in that order.
+    """
     import yaml
 
     cfg = _load(config, sets, profile)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
-@app.command("config-reference")
+@app.command("config-reference", epilog=examples("stcorr config-reference > docs/config.md"))
 def config_reference() -> None:
-    """Print the config reference (every key, type, default, why) as Markdown."""
+    """Print the config reference as Markdown.
+
+    Every key with its type, default and why the default is what it is.
+    """
     from stcorr.config_reference import render_reference
 
     typer.echo(render_reference(), nl=False)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from stcorr.cli_common import ConfigOpt, SetOpt, _load, friendly_errors
+from stcorr.cli_common import ConfigOpt, SetOpt, _load, examples, friendly_errors
 from stcorr.config import ConfigError
 
 # No `from __future__ import annotations` here: typer reads these annotations at runtime.
@@ -20,19 +20,24 @@ FORMAT_HELP = "auto (from the keys) | crw | stt | vfs | moco | sfc | torchvision
 def register(app: typer.Typer) -> None:
     """Add the model commands to ``app``."""
 
-    @app.command("import-checkpoint")
+    @app.command("import-checkpoint", epilog=examples(
+        "stcorr import-checkpoint pretrained.pth --format crw --name crw-r18",
+        "stcorr import-checkpoint stt_r18_d4.pth --stride 4",
+        "stcorr import-checkpoint moco_v2_800ep.pth.tar --arch resnet50"))
     @friendly_errors
     def import_checkpoint(
-        file: Annotated[Path, typer.Argument(help="The checkpoint (.pth, .pth.tar, .pt).")],
-        fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+        file: Annotated[Path, typer.Argument(metavar="FILE", help="The checkpoint (.pth, .pth.tar, .pt).")],
+        fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help=FORMAT_HELP)] = "auto",
         name: Annotated[
-            str | None, typer.Option("--name", help="Registered model name (default: <format>-<arch>).")
+            str | None, typer.Option("--name", metavar="NAME",
+                                     help="Registered model name (default: <format>-<arch>).")
         ] = None,
         arch: Annotated[
-            str | None, typer.Option("--arch", help="resnet18 | resnet50: fail unless the file holds it.")
+            str | None, typer.Option("--arch", metavar="ARCH",
+                                     help="resnet18 | resnet50: fail unless the file holds it.")
         ] = None,
         stride: Annotated[
-            int, typer.Option("--stride", help="8, or 4 for STT's stride-4 models (eval_d4).")
+            int, typer.Option("--stride", metavar="N", help="8, or 4 for STT's stride-4 models (eval_d4).")
         ] = 8,
         trust_pickle: Annotated[
             bool, typer.Option("--trust-pickle", help="Unpickle fully when a weights-only load is "
@@ -41,10 +46,17 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         sets: SetOpt = None,
     ) -> None:
-        """Import a CRW, STT, VFS, MoCo, SFC or torchvision ResNet checkpoint as a model version
-        carrying its input contract (colour space, normalisation, preset, protocol)."""
+        """Import a published checkpoint into the model registry.
+
+        A CRW, STT, VFS, MoCo, SFC or torchvision ResNet checkpoint becomes a model version
+        carrying its input contract (colour space, normalisation, preset, protocol).
+        """
+        from stcorr.models.importers import FORMATS
         from stcorr.models.importers import import_checkpoint as read_foreign
         from stcorr.registry import register_import
+
+        if fmt not in ("auto", *FORMATS):
+            raise ConfigError(f"--format {fmt!r}: unknown; expected auto or one of {', '.join(FORMATS)}")
 
         cfg = _load(config, sets)
         if cfg.tracking.uri is None:

@@ -9,39 +9,52 @@ from typing import Annotated
 
 import typer
 
-from stcorr.cli_common import ConfigOpt, SetOpt, _load, friendly_errors
+from stcorr.cli_common import ConfigOpt, SetOpt, _load, examples, friendly_errors
 
 # No `from __future__ import annotations` here: typer reads these annotations at runtime.
-ShardsOpt = Annotated[str, typer.Option("--shards", help="manifest.json of the shards (local path or s3://).")]
-EncoderOpt = Annotated[str, typer.Option("--encoder", help="pretrain encoder: .pt file or models:/name/N")]
+ShardsOpt = Annotated[str, typer.Option("--shards", metavar="MANIFEST",
+                                        help="manifest.json of the shards (local path or s3://).")]
+EncoderOpt = Annotated[str, typer.Option("--encoder", metavar="MODEL",
+                                         help="Pretrain encoder: a .pt file or models:/name/N.")]
 InitOpt = Annotated[
-    str | None, typer.Option("--init", help="student start: .pt or models:/... (default: scratch)")
+    str | None, typer.Option("--init", metavar="MODEL",
+                             help="Student start: a .pt file or models:/... (default: scratch).")
 ]
 TeacherOpt = Annotated[
-    str | None, typer.Option("--teacher", help="teacher: models:/stcorr-encoder@teacher or a .pt file")
+    str | None, typer.Option("--teacher", metavar="MODEL",
+                             help="Teacher: models:/stcorr-encoder@teacher or a .pt file.")
 ]
 
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
 
-    @app.command()
+    @app.command(epilog=examples(
+        "stcorr pretrain --shards work/shards/images-3f2a9c1d0b7e/manifest.json",
+        "stcorr pretrain --shards s3://bucket/shards/images/manifest.json --set pretrain.steps=2000"))
     @friendly_errors
     def pretrain(shards: ShardsOpt, config: ConfigOpt = None, sets: SetOpt = None) -> None:
-        """MoCo v2 pretraining on image shards (Ray Train, DDP); registers the encoder in MLflow."""
+        """Pretrain the spatial encoder on image shards (MoCo v2).
+
+        Runs on Ray Train (DDP) and registers the encoder in MLflow.
+        """
         from tasks.pretrain import run_pretrain
 
         out = run_pretrain(_load(config, sets), shards)
         typer.echo(f"pretrain encoder: {out.encoder}  (model version {out.model_version}, run {out.run_id})")
 
-    @app.command()
+    @app.command(epilog=examples("stcorr teacher --encoder models:/stcorr-encoder/1",
+                                 "stcorr teacher --encoder work/pretrain/encoder.pt"))
     @friendly_errors
     def teacher(
         encoder: EncoderOpt,
         config: ConfigOpt = None,
         sets: SetOpt = None,
     ) -> None:
-        """Freeze a pretrain encoder as the STT teacher; registers it with alias 'teacher'."""
+        """Freeze a pretrain encoder as the STT teacher.
+
+        Registers it in MLflow with the alias 'teacher'.
+        """
         from stcorr.registry import resolve_encoder
         from tasks.teacher import run_teacher
         from tasks.training import StageOutput, stage_fingerprint
@@ -52,7 +65,11 @@ def register(app: typer.Typer) -> None:
         out = run_teacher(cfg, source)
         typer.echo(f"teacher: {out.encoder}  sha256 {out.sha256}  (model version {out.model_version})")
 
-    @app.command()
+    @app.command(epilog=examples(
+        "stcorr finetune --shards work/shards/videos-9c1d0b7e3f2a/manifest.json "
+        "--init models:/stcorr-encoder/1 --teacher models:/stcorr-encoder@teacher",
+        "stcorr finetune --shards work/shards/videos-9c1d0b7e3f2a/manifest.json "
+        "--set finetune.objective=crw"))
     @friendly_errors
     def finetune(
         shards: ShardsOpt,
@@ -61,7 +78,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         sets: SetOpt = None,
     ) -> None:
-        """STT (default) or CRW fine-tuning on video shards; registers the student as 'candidate'."""
+        """Fine-tune on video shards (STT by default, or CRW).
+
+        Registers the student in MLflow with the alias 'candidate'.
+        """
         from stcorr.registry import resolve_encoder
         from tasks.finetune import run_finetune
         from tasks.training import StageOutput, stage_fingerprint

@@ -7,7 +7,6 @@ The truth about what ran lives in MLflow (and the outputs in storage), so `stcor
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,54 +96,6 @@ def pipeline_config(cfg: PipelineConfig, pipeline_id: str) -> PipelineConfig:
         run_id=parent.info.run_id, artifact_path="config/resolved_config.json"
     )
     return PipelineConfig.model_validate(json.loads(Path(local).read_text()))
-
-
-def stage_rows(cfg: PipelineConfig, pipeline_id: str) -> list[dict[str, str]]:
-    """One row per stage run of the pipeline: stage, state, fingerprint, MLflow run, duration."""
-    from mlflow import MlflowClient
-
-    experiment_id = tracking.setup(cfg.tracking)
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'",
-        order_by=["attributes.start_time ASC"],
-    )
-    rows = []
-    for run in runs:
-        tags = run.data.tags
-        if tags.get(tracking.TAG_STAGE) == "pipeline":
-            continue
-        state = "SKIPPED (reused)" if tags.get("stcorr.skipped") == "true" else run.info.status
-        fp = tags.get(tracking.TAG_FINGERPRINT) or tags.get("stcorr.reused_fingerprint", "")
-        rows.append(
-            {
-                "stage": run.info.run_name or tags.get(tracking.TAG_STAGE, "?"),
-                "state": state,
-                "fingerprint": fp[:12],
-                "run": run.info.run_id,
-                "duration": _duration(run.info.start_time, run.info.end_time),
-            }
-        )
-    return rows
-
-
-def _duration(start: int | None, end: int | None) -> str:
-    if not start:
-        return ""
-    stop = end or int(dt.datetime.now(tz=dt.UTC).timestamp() * 1000)
-    seconds = max(0, (stop - start) // 1000)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def render_rows(rows: list[dict[str, str]]) -> str:
-    """A plain-text table of :func:`stage_rows`."""
-    if not rows:
-        return "(no stage runs yet)"
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
-    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    lines += ["  ".join(r[k].ljust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(lines)
 
 
 def finish(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any]) -> str:

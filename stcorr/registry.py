@@ -103,7 +103,7 @@ def resolve_encoder(ref: str, tracking: TrackingConfig | None) -> Path:
             )
         return path
     if tracking is None or tracking.uri is None:
-        raise ModelRefError(f"{ref}: a registry reference needs tracking.uri (MLflow) to be set")
+        raise ModelRefError(f"{ref}: a registry reference needs tracking.uri (MLflow); it is null")
     return _download(ref, match, tracking)
 
 
@@ -119,21 +119,25 @@ def _version(ref: str, match: re.Match[str], tracking: TrackingConfig) -> Any:
     """The registry's model version object for a ``models:/`` reference.
 
     Raises:
-        ModelRefError: no such model, alias or version.
+        ModelRefError: no store, or no such model, alias or version; the message names the store.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from stcorr.tracking import resolve_uri
 
-    client = MlflowClient(resolve_uri(tracking.uri or ""))
+    uri = resolve_uri(tracking.uri or "")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # MlflowClient would create an empty store there: say where we looked instead
+        raise ModelRefError(f"{ref}: no registry at {uri} (no such file); check tracking.uri")
+    client = MlflowClient(uri)
     name, alias, version = match.group("name"), match.group("alias"), match.group("version")
     try:
         if alias:
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, str(version))
     except MlflowException:
-        raise ModelRefError(f"{ref}: {_what_exists(client, name)}") from None
+        raise ModelRefError(f"{ref}: {_what_exists(client, name)} in the registry at {uri}") from None
 
 
 def _download(ref: str, match: re.Match[str], tracking: TrackingConfig) -> Path:
@@ -160,4 +164,4 @@ def _what_exists(client: Any, name: str) -> str:
     except MlflowException:
         return f"no registered model named {name!r}"
     aliases = sorted(model.aliases) if model.aliases else []
-    return f"no such alias or version on {name!r} (aliases: {', '.join(aliases) or 'none'})"
+    return f"no such alias or version of {name!r} (aliases: {', '.join(aliases) or 'none'})"

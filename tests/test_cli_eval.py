@@ -122,8 +122,9 @@ def test_bad_benchmark_inputs_are_one_line(synth: dict[str, Path], tmp_path: Pat
                     "expected the same size")
     _one_line_error(*_cli("evaluate", "--root", str(synth["davis"]), *args[:2], "--model",
                           str(tmp_path / "none.pt"), *args[4:])[::2], "none.pt: model file not found")
-    _one_line_error(*_cli("evaluate", "--root", str(synth["davis"]), "--benchmark", "kitti",
-                          *args[2:])[::2], "benchmark 'kitti': unknown")
+    code, _, err = _cli("evaluate", "--root", str(synth["davis"]), "--benchmark", "kitti", *args[2:])
+    assert code == 2 and err.strip() == ("stcorr: error: --benchmark 'kitti': unknown; expected one of "
+                                         "footage, davis, vip, jhmdb")  # a usage error
 
 
 def test_bad_track_inputs_are_one_line(tmp_path: Path) -> None:

@@ -276,12 +276,12 @@ def test_cli_failures_are_one_line_and_register_nothing(store: tuple[list[str], 
     before = _registered(tracking)
     state = {k: v for k, v in _source().state_dict().items() if not k.startswith("layer4.1.bn2")}
     torch.save(LAYOUTS["sfc"](state), tmp_path / "partial.pth")
-    for args in (["import-checkpoint", str(tmp_path / "partial.pth")],
-                 ["import-checkpoint", str(tmp_path / "none.pth")],
-                 ["import-checkpoint", str(tmp_path / "partial.pth"), "--format", "onnx"]):
+    for args, code in ((["import-checkpoint", str(tmp_path / "partial.pth")], 1),
+                       (["import-checkpoint", str(tmp_path / "none.pth")], 1),
+                       (["import-checkpoint", str(tmp_path / "partial.pth"), "--format", "onnx"], 2)):
         result = CliRunner().invoke(app, [*args, *sets])
         lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 1, result.stderr
+        assert result.exit_code == code, result.stderr  # 2: a usage error (unknown --format)
         assert len(lines) == 1 and lines[0].startswith("stcorr: error: "), result.stderr
     assert "first missing key layer4.1.bn2.weight" in CliRunner().invoke(
         app, ["import-checkpoint", str(tmp_path / "partial.pth"), *sets]).stderr

@@ -120,7 +120,12 @@ def test_pretrain_trains_registers_and_teacher_freezes(cfg: PipelineConfig, mani
 
 
 def test_unknown_alias_is_one_clear_line(cfg: PipelineConfig) -> None:
-    with pytest.raises(ModelRefError, match=r"^models:/nope@teacher: no registered model named 'nope'$"):
+    from stcorr.tracking import setup
+
+    setup(cfg.tracking)  # the store exists (when this test runs alone)
+    store = r"sqlite:///.*/mlflow\.db"
+    with pytest.raises(ModelRefError, match=rf"^models:/nope@teacher: no registered model named 'nope' "
+                                            rf"in the registry at {store}$"):
         resolve_encoder("models:/nope@teacher", cfg.tracking)
     with pytest.raises(ModelRefError, match="model file not found"):
         resolve_encoder("/does/not/exist.pt", cfg.tracking)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -141,12 +142,16 @@ class _DecordSource:
                  fallback: bool = False) -> None:
         import decord
 
+        from stcorr.data.native_stderr import held_native_stderr
+
+        decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's log: our errors say it in one line
         self._label = label
         self._retry = (source, threads) if fallback else None
         target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
         try:
-            self._reader = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=threads)
-            self._frames = len(self._reader)
+            with held_native_stderr():  # decord's own "ERROR opening" log line
+                self._reader = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=threads)
+                self._frames = len(self._reader)
         except Exception as err:  # decord raises DECORDError, RuntimeError or AssertionError
             raise VideoDecodeError(f"{label}: cannot open video (corrupt, truncated or empty?); "
                                    f"decord said: {_first_line(err)}") from err
@@ -315,7 +320,8 @@ def _count_frames(container: Any) -> int:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+    line = re.sub(r"^\[Errno -?\d+\] ", "", text[0]) if text else type(err).__name__  # FFmpeg's code
+    return line[:200]
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
