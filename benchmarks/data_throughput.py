@@ -26,6 +26,20 @@ Settings (the footage is the same within one; what differs is how it is stored):
             Reported, no target: here (b) decodes 4 small JPEGs (0.7 ms each) and nothing in a
             video codec decodes that cheaply, so (a) is slower (0.3-0.4x).
 
+  hd720 on S3  the object-storage setting (``shards_vs_frame_folders_s3``): the same hd720
+            shards and frame folders, uploaded to a real S3 API server on loopback (moto's
+            ``moto_server``, started here as ``tests/s3server.py`` does; ``--no-s3`` skips it),
+            and the same clips. (a) reads ``s3://`` shard URLs through the project's code path
+            (``make_clip_dataset(..., s3_endpoint_url=...)``: one streaming GET per shard,
+            ``stcorr.storage``); (b) GETs each JPEG with its own request through one boto3
+            client, as a user of the papers' code reading from a bucket (boto3 / s3fs) would.
+            The ratio is in clips per wall-second of the reading process: its time waiting on
+            the server is what object storage adds, and the CPU-seconds of this process alone
+            would leave it out. Clips per CPU-second of the reader, and of reader plus server
+            (the server's utime + stime from /proc), are reported alongside. Loopback has none
+            of a remote store's latency (~10-30 ms per GET on AWS), so per-request costs are
+            smaller here than they would be there.
+
 Also timed, without a target: ``shards_pyav``, (a) with ``compute.video_decoder: pyav`` (PyAV
 seeks to the keyframe before the clip like decord, without decord's per-reader costs: its
 constructor decodes a frame, and each seek restarts its decoder thread); ``shards_encoded``,
@@ -64,6 +78,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +92,30 @@ from PIL import Image
 from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
 from stcorr.data.reader import make_clip_dataset, make_loader
 
-TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8}
+TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8,
+           "shards_vs_frame_folders_s3": 2.0}
+S3_CONTENDERS = ("shards_s3", "frame_folders_s3")
+BUCKET = "stcorr-bench"
 CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_pyav", "shards_encoded",
               "shards_worker")
 Plan = list[tuple[str, list[int], list[int]]]  # key, frame indices, (top, left, h, w, flip)
 
 
 def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int, worker_only: bool = False,
-               mode: str = "transcoded", decoder: str = "decord") -> list[dict[str, Any]]:
+               mode: str = "transcoded", decoder: str = "decord",
+               s3: str | None = None) -> list[dict[str, Any]]:
     """(a): the real reader, one worker's view (num_workers=0), same seed every pass.
 
     ``worker_only``: stop at the uint8 batches a DataLoader worker hands over, before the
     float conversion that ``make_loader`` does in the consuming process (on the GPU if given).
     ``mode``: which shard set (``transcoded`` or ``encoded``). ``decoder``: the reader's.
+    ``s3``: read the same shards as ``s3://BUCKET/<mode>/...`` from this S3 endpoint.
     """
     urls = sorted(str(p) for p in (root / mode).glob("videos-*.tar"))
+    if s3 is not None:
+        urls = [f"s3://{BUCKET}/{mode}/{Path(url).name}" for url in urls]
     dataset = make_clip_dataset(urls, rank=0, world_size=1, clip=spec, seed=0, shuffle_buffer=1,
-                                decoder=decoder)
+                                decoder=decoder, s3_endpoint_url=s3)
     if worker_only:
         return [b for _ in range(passes) for b in dataset.batched(batch, finish=False)]
     loader = make_loader(dataset, batch_size=batch, num_workers=0)
@@ -110,15 +132,36 @@ def scale_box(crop: list[int], shard_hw: tuple[int, int],
 
 
 def run_frame_folders(root: Path, plan: Plan, sizes: Sizes, spec: ClipSpec, batch: int,
-                      passes: int) -> list[torch.Tensor]:
-    """(b): PIL, one file per frame, then the same crop/resize and float batching as (a)."""
+                      passes: int, s3: str | None = None) -> list[torch.Tensor]:
+    """(b): PIL, one file per frame, then the same crop/resize and float batching as (a).
+
+    ``s3``: GET each frame ``s3://BUCKET/frames/<key>/<i>.jpg`` from this S3 endpoint instead,
+    one request per frame through one boto3 client (made here, as a reading process makes one).
+    """
+    if s3 is None:
+        return _frame_folders(lambda key, i: root / "frames" / key / f"{i:05d}.jpg", plan, sizes,
+                              spec, batch, passes)
+    import boto3
+
+    client = boto3.session.Session().client("s3", endpoint_url=s3)
+
+    def get(key: str, i: int) -> io.BytesIO:
+        obj = client.get_object(Bucket=BUCKET, Key=f"frames/{key}/{i:05d}.jpg")
+        return io.BytesIO(obj["Body"].read())
+
+    return _frame_folders(get, plan, sizes, spec, batch, passes)
+
+
+def _frame_folders(source: Callable[[str, int], Any], plan: Plan, sizes: Sizes, spec: ClipSpec,
+                   batch: int, passes: int) -> list[torch.Tensor]:
+    """(b)'s loop; ``source(key, i)`` is what PIL opens for frame ``i`` of video ``key``."""
     out, rng = [], np.random.default_rng(0)
     for _ in range(passes):
         for start in range(0, len(plan), batch):
             items = []
             for key, indices, crop in plan[start : start + batch]:
-                frames = np.stack([np.asarray(Image.open(root / "frames" / key / f"{i:05d}.jpg")
-                                              .convert("RGB")) for i in indices])
+                frames = np.stack([np.asarray(Image.open(source(key, i)).convert("RGB"))
+                                   for i in indices])
                 box = scale_box(crop, sizes[key], frames.shape[1:3])
                 clip = resize_crop_uint8(frames, box, spec.crop_size, bool(crop[4]))
                 items.append({"rgb": clip, "key": key, "frame_index": indices, "crop": crop})
@@ -188,6 +231,75 @@ def time_all(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
             "wall": {k: statistics.median(v) for k, v in wall.items()}}
 
 
+def serve_s3(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start moto_server on 127.0.0.1 (tests/s3server.py) and upload the transcoded shards and
+    the frame folders of ``root`` to ``s3://BUCKET/`` through ``stcorr.storage``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from s3server import AWS_ENV, start_moto
+
+    from stcorr.storage import Storage
+
+    os.environ.update(AWS_ENV)  # moto takes any credentials; boto3 must find some
+    server, url = start_moto()
+    store = Storage(endpoint_url=url)
+    store._client_for(f"s3://{BUCKET}").create_bucket(Bucket=BUCKET)
+    for path in sorted((root / "transcoded").glob("videos-*.tar")):
+        store.write_file(f"s3://{BUCKET}/transcoded/{path.name}", path)
+    for path in sorted((root / "frames").rglob("*.jpg")):
+        store.write_bytes(f"s3://{BUCKET}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    return server, url
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (the S3 server), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_s3(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
+            args: argparse.Namespace) -> dict[str, float]:
+    """The object-storage setting: (a) and (b) on the same data served by moto_server.
+
+    A check pass of each (also the warm-up) must give exactly the tensors of the local pass.
+    Then ``args.reps`` alternating repetitions; medians of clips per wall-second, per CPU-second
+    of this process, and per CPU-second of this process plus the server.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from s3server import stop
+
+    start = time.perf_counter()
+    server, url = serve_s3(root)
+    print(f"s3: moto_server up and data uploaded in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    try:
+        local = {"shards_s3": [b["rgb"] for b in run_shards(root, spec, args.batch, 1)],
+                 "frame_folders_s3": run_frame_folders(root, plan, sizes, spec, args.batch, 1)}
+        remote = {"shards_s3": [b["rgb"] for b in run_shards(root, spec, args.batch, 1, s3=url)],
+                  "frame_folders_s3": run_frame_folders(root, plan, sizes, spec, args.batch, 1,
+                                                        s3=url)}
+        for name in S3_CONTENDERS:
+            assert torch.equal(torch.cat(local[name]), torch.cat(remote[name])), \
+                f"{name}: clips read from S3 differ from the local ones"
+        runs = {"shards_s3": lambda: run_shards(root, spec, args.batch, args.passes, s3=url),
+                "frame_folders_s3": lambda: run_frame_folders(root, plan, sizes, spec,
+                                                              args.batch, args.passes, s3=url)}
+        clips = len(plan) * args.passes
+        rates: dict[str, list[float]] = {f"{name}_clips_per{unit}": [] for name in runs
+                                         for unit in ("_wall_s", "_s", "_cpu_with_server_s")}
+        for _ in range(args.reps):
+            for name, run in runs.items():  # A, B, A, B, ...
+                cpu, wall, served = time.process_time(), time.perf_counter(), _cpu_seconds(server.pid)
+                run()
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                served = _cpu_seconds(server.pid) - served
+                rates[f"{name}_clips_per_wall_s"].append(clips / wall)
+                rates[f"{name}_clips_per_s"].append(clips / cpu)
+                rates[f"{name}_clips_per_cpu_with_server_s"].append(clips / (cpu + served))
+    finally:
+        stop(server)
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
 def peak_rss_mb(contender: str, root: Path, args: argparse.Namespace) -> float:
     """Peak RSS of one pass of ``contender`` in its own subprocess (so peaks do not mix)."""
     cmd = [sys.executable, __file__, "--child", contender, "--data", str(root),
@@ -221,8 +333,9 @@ def child(args: argparse.Namespace, spec: ClipSpec) -> None:
 
 
 def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
-            with_memory: bool) -> dict[str, Any]:
-    """Write one setting's data, run the check pass, time all contenders (and their peaks)."""
+            with_memory: bool, with_s3: bool = False) -> dict[str, Any]:
+    """Write one setting's data, run the check pass, time all contenders (and their peaks);
+    ``with_s3``: then the object-storage setting on the same data (:func:`time_s3`)."""
     with tempfile.TemporaryDirectory(prefix="stcorr-bench-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -238,6 +351,8 @@ def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
         if with_memory:
             figures |= {f"{name}_peak_rss_mb": peak_rss_mb(name, root, args)
                         for name in args.contenders}
+        if with_s3:
+            figures |= time_s3(root, spec, plan, sizes, args)
     return {"figures": figures, "setup": {
         "video": SETTINGS[setting]["what"], "videos": videos,
         "frames_per_video": sorted(set(counts.values())),
@@ -246,8 +361,12 @@ def measure(setting: str, videos: int, spec: ClipSpec, args: argparse.Namespace,
 
 
 def _ratios(figures: dict[str, float]) -> dict[str, float]:
-    return {f"shards_vs_{other}": figures["shards_clips_per_s"] / figures[f"{other}_clips_per_s"]
-            for other in ("frame_folders", "bare_decode")}
+    ratios = {f"shards_vs_{other}": figures["shards_clips_per_s"] / figures[f"{other}_clips_per_s"]
+              for other in ("frame_folders", "bare_decode")}
+    if "shards_s3_clips_per_wall_s" in figures:  # object storage: per wall-second (time_s3)
+        ratios["shards_vs_frame_folders_s3"] = (figures["shards_s3_clips_per_wall_s"]
+                                                / figures["frame_folders_s3_clips_per_wall_s"])
+    return ratios
 
 
 def report(runs: dict[str, dict[str, Any]], ratio_setting: str, setup: dict[str, Any],
@@ -264,14 +383,23 @@ def report(runs: dict[str, dict[str, Any]], ratio_setting: str, setup: dict[str,
     if "shards_encoded" in contenders:
         extra["shards_vs_shards_encoded"] = (figures["shards_clips_per_s"]
                                              / figures["shards_encoded_clips_per_s"])
+    if "shards_s3_clips_per_wall_s" in figures:  # the S3 ratio in the other two units
+        for unit in ("_s", "_cpu_with_server_s"):
+            extra[f"shards_vs_frame_folders_s3_per{unit[:-2] or '_cpu'}"] = (
+                figures[f"shards_s3_clips_per{unit}"] / figures[f"frame_folders_s3_clips_per{unit}"])
+        extra["frame_folders_vs_frame_folders_s3_wall"] = (
+            figures["frame_folders_clips_per_wall_s"] / figures["frame_folders_s3_clips_per_wall_s"])
+        extra["shards_vs_shards_s3_wall"] = (figures["shards_clips_per_wall_s"]
+                                             / figures["shards_s3_clips_per_wall_s"])
+    targets = {k: t for k, t in TARGETS.items() if k in ratios}  # --no-s3: no S3 ratio
     result: dict[str, Any] = {
         "name": "data_throughput",
         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__.split("+")[0],
                     "python": platform.python_version()},
         "setup": setup | {"ratio_setting": ratio_setting} | runs[ratio_setting]["setup"],
         "figures": {k: round(v, 2) for k, v in figures.items()},
-        "ratios": {k: round(v, 3) for k, v in ratios.items()}, "targets": TARGETS,
-        "pass": all(ratios[k] >= t for k, t in TARGETS.items()),
+        "ratios": {k: round(v, 3) for k, v in ratios.items()}, "targets": targets,
+        "pass": all(ratios[k] >= t for k, t in targets.items()),
         "extra_ratios": {k: round(v, 3) for k, v in extra.items()},
         "other_settings": {name: {"setup": run["setup"],
                                   "figures": {k: round(v, 2) for k, v in run["figures"].items()},
@@ -287,11 +415,17 @@ def report(runs: dict[str, dict[str, Any]], ratio_setting: str, setup: dict[str,
             print(f"| {setting} | {name} | {f[f'{name}_clips_per_s']:.1f} | "
                   f"{f[f'{name}_clips_per_wall_s']:.1f} | "
                   f"{'' if rss is None else f'{rss:.0f}'} |")
+    if "shards_s3_clips_per_wall_s" in figures:
+        for name in S3_CONTENDERS:
+            print(f"| {ratio_setting} on S3 | {name} | {figures[f'{name}_clips_per_s']:.1f} "
+                  f"(with server: {figures[f'{name}_clips_per_cpu_with_server_s']:.1f}) | "
+                  f"{figures[f'{name}_clips_per_wall_s']:.1f} | |")
     print("\n| setting | ratio | value | target |\n|---|---|---|---|")
     for setting, run in runs.items():
         for name, value in _ratios(run["figures"]).items():
             target = TARGETS[name] if setting == ratio_setting else "(not the ratio setting)"
-            print(f"| {setting} | {name} | {value:.2f} | {target} |")
+            where = f"{setting} on S3 (per wall-s)" if name.endswith("_s3") else setting
+            print(f"| {where} | {name} | {value:.2f} | {target} |")
     for name, value in extra.items():
         print(f"| {ratio_setting} | {name} (no target) | {value:.2f} | |")
     print(f"\npass: {result['pass']}")
@@ -309,6 +443,7 @@ def main() -> None:
     parser.add_argument("--crf", type=int, default=CRF, help="shard.video_crf of (a)'s shards "
                         f"(default: the shard stage's, {CRF}; x264's own default is 23)")
     parser.add_argument("--lab", action="store_true", help="also convert to Lab in (a) and (b)")
+    parser.add_argument("--no-s3", action="store_true", help="skip the object-storage setting")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -322,7 +457,8 @@ def main() -> None:
     args.reps, args.passes = (5, 2) if args.quick else (9, 2)
     # shards_encoded decodes up to 131 frames of 720p per clip: full runs only.
     args.contenders = tuple(c for c in CONTENDERS if not (args.quick and c == "shards_encoded"))
-    runs = {name: measure(name, videos, spec, args, with_memory=i == 0)
+    runs = {name: measure(name, videos, spec, args, with_memory=i == 0,
+                          with_s3=i == 0 and not args.no_s3)
             for i, (name, videos) in enumerate(plan)}
     setup = {"encoding": "sources: libx264 defaults (preset medium, crf 23, keyint 250, "
              "3 B-frames), yuv420p, 25 fps, mp4; JPEG folders of the same source frames, quality "

@@ -112,11 +112,23 @@ def worker(name: str, size: dict[str, int], save: str | None) -> dict[str, float
     """One contender in this process: build inputs, time the call, report memory."""
     import torch
 
+    torch.set_num_threads(THREADS)
+    feats, lab0 = make_inputs(size)
+    return timed_propagation(name, feats, lab0, save)
+
+
+def timed_propagation(name: str, feats: Any, lab0: Any, save: str | None,
+                      precision: str = "float32") -> dict[str, float]:
+    """Time one contender on given features in this process (benchmarks/evaluation.py reuses it).
+
+    Args:
+        name: "stcorr" (``stcorr.eval.propagation.propagate`` at ``precision``) or "dense".
+        feats, lab0: ``(T, C, H, W)`` features and ``(K, H, W)`` first-frame labels.
+        save: where to write the ``(T, K, H, W)`` output (.npy), or None.
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
     from stcorr.eval import propagation
 
-    torch.set_num_threads(THREADS)
-    feats, lab0 = make_inputs(size)
     frame_times: list[float] = []
     if name == "stcorr":  # time each target frame through the per-frame step
         step = propagation._propagate_frame
@@ -130,15 +142,17 @@ def worker(name: str, size: dict[str, int], save: str | None) -> dict[str, float
         propagation._propagate_frame = timed  # type: ignore[assignment]
     start_rss, t0, cpu0 = _rss_mb(), time.perf_counter(), time.process_time()
     if name == "stcorr":
-        out = propagation.propagate(feats, lab0, **PARAMS)  # type: ignore[arg-type]
+        out = propagation.propagate(feats, lab0, **PARAMS, precision=precision)  # type: ignore[arg-type]
     else:
         out = dense_propagate(feats, lab0, **PARAMS, frame_times=frame_times)  # type: ignore[arg-type]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if name == "stcorr":
+        propagation._propagate_frame = step  # type: ignore[assignment]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if save:
         np.save(save, out.numpy())
     steady = frame_times[int(PARAMS["n_context"]):]  # frames t > n: full context
-    return {"seconds": seconds, "cpu_seconds": cpu, "frames_per_s": (size["frames"] - 1) / seconds,
+    return {"seconds": seconds, "cpu_seconds": cpu, "frames_per_s": (len(feats) - 1) / seconds,
             "steady_frame_s": statistics.median(steady) if steady else float("nan"),
             "peak_rss_mb": peak, "start_rss_mb": start_rss, "added_rss_mb": peak - start_rss}
 
