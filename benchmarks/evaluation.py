@@ -42,8 +42,8 @@ dense per-frame approach, ``dense_propagate`` of ``benchmarks/propagation.py`` (
 ``stcorr_vs_dense_speed`` (CPU-seconds over the whole sequence, context filling included;
 ``wall_stcorr_vs_dense_speed`` and the per-frame ``steady_...`` of the frames with a full
 context alongside) and
-``argmax_agreement`` (over frames 1..); stcorr in bfloat16 is timed and compared to dense too
-(figures, no target: bf16 changes the affinities a little).
+``argmax_agreement`` (over frames 1..). Propagation always runs in float32 (``evaluate.precision``
+covers the encoder only), so part 2 has one stcorr contender.
 
 Sizes: full = 2 sequences x 40 frames, part 1 twice per precision (median), part 2 one
 stcorr / dense pair (the dense approach takes seconds per frame with a full context; 19 of the
@@ -218,7 +218,7 @@ def propagation_worker(name: str, precision: str, feats_path: Path, root: Path,
     ids = np.where(gt0 == VOID, 0, gt0)
     lab0 = first_frame_labels(ids, (feats.shape[2], feats.shape[3]), n_labels=int(ids.max()) + 1,
                               mode="bilinear")  # what the harness propagates (circle window)
-    return timed_propagation(name, feats, lab0, save, precision)
+    return timed_propagation(name, feats, lab0, save)
 
 
 def run_child(args: list[str]) -> dict[str, Any]:
@@ -273,14 +273,10 @@ def report(e2e: dict[str, dict[str, float]], prop: dict[str, dict[str, float]],
     for name, fig in prop.items():
         figures |= {f"prop_{name}_{k}": round(v, 3) for k, v in fig.items()}
     dense = prop["dense"]
-    figures["stcorr_bf16_vs_dense_speed"] = round(
-        dense["cpu_seconds"] / prop["stcorr_bfloat16"]["cpu_seconds"], 2)
     figures["wall_stcorr_vs_dense_speed"] = round(
         prop["stcorr_float32"]["frames_per_s"] / dense["frames_per_s"], 2)
     figures["steady_stcorr_vs_dense_speed"] = round(
         dense["steady_frame_s"] / prop["stcorr_float32"]["steady_frame_s"], 2)
-    figures["bf16_argmax_agreement"] = round(agree["bfloat16"]["argmax_agreement"], 6)
-    figures["bf16_max_abs_diff"] = round(agree["bfloat16"]["max_abs_diff"], 6)
     figures["max_abs_diff"] = round(agree["float32"]["max_abs_diff"], 6)
     for prefix in ("", "wall_"):
         figures[f"e2e_bf16_vs_float32_speed{'_' + prefix[:-1] if prefix else ''}"] = round(
@@ -328,7 +324,7 @@ def markdown(result: dict[str, Any], e2e: dict[str, dict[str, float]],
     lines += [f"| **{k}** | **{v}** | >= {result['targets'][k]} |"
               for k, v in result["ratios"].items()]
     lines += [f"| {k} (no target) | {v} | |" for k, v in result["figures"].items()
-              if k.startswith(("wall_", "steady_", "stcorr_bf16", "bf16_", "e2e_bf16"))]
+              if k.startswith(("wall_", "steady_", "e2e_bf16"))]
     share = {f"{p} {clock}": round(100 * f[f"{prefix}features_writing_share"], 1)
              for p, f in e2e.items() for clock, prefix in (("CPU", ""), ("wall", "wall_"))}
     lines.append(f"\nfeatures + writing share (%): {share} (target: <= 50 % of CPU time)")
@@ -371,14 +367,13 @@ def main(argv: list[str] | None = None) -> int:
                      "--dir", str(work / f"out-{precision}-{rep}"), *save]))
                 print(f"e2e {precision} run {rep + 1}: {runs[precision][-1]}", file=sys.stderr)
         prop: dict[str, dict[str, float]] = {}
-        for name, precision in (("stcorr", "float32"), ("dense", "float32"),
-                                ("stcorr", "bfloat16")):
+        for name, precision in (("stcorr", "float32"), ("dense", "float32")):
             key = name if name == "dense" else f"{name}_{precision}"
             prop[key] = run_child(["--worker", name, "--precision", precision, "--root",
                                    str(root), "--feats", str(feats),
                                    "--save", str(work / f"{key}.npy")])
             print(f"propagation {key}: {prop[key]}", file=sys.stderr)
-        agree = {p: compare(work / f"stcorr_{p}.npy", work / "dense.npy") for p in PRECISIONS}
+        agree = {"float32": compare(work / "stcorr_float32.npy", work / "dense.npy")}
     e2e = {p: summarise_e2e(r) for p, r in runs.items()}
     setup = {**size, "frame_size": "854x480", "feature_map": "256 x 60 x 107",
              "model": "random baseline (ResNet-18, STT eval_d8 preset, stride 8)",

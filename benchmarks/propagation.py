@@ -117,12 +117,11 @@ def worker(name: str, size: dict[str, int], save: str | None) -> dict[str, float
     return timed_propagation(name, feats, lab0, save)
 
 
-def timed_propagation(name: str, feats: Any, lab0: Any, save: str | None,
-                      precision: str = "float32") -> dict[str, float]:
+def timed_propagation(name: str, feats: Any, lab0: Any, save: str | None) -> dict[str, float]:
     """Time one contender on given features in this process (benchmarks/evaluation.py reuses it).
 
     Args:
-        name: "stcorr" (``stcorr.eval.propagation.propagate`` at ``precision``) or "dense".
+        name: "stcorr" (``stcorr.eval.propagation.propagate``) or "dense".
         feats, lab0: ``(T, C, H, W)`` features and ``(K, H, W)`` first-frame labels.
         save: where to write the ``(T, K, H, W)`` output (.npy), or None.
     """
@@ -142,7 +141,7 @@ def timed_propagation(name: str, feats: Any, lab0: Any, save: str | None,
         propagation._propagate_frame = timed  # type: ignore[assignment]
     start_rss, t0, cpu0 = _rss_mb(), time.perf_counter(), time.process_time()
     if name == "stcorr":
-        out = propagation.propagate(feats, lab0, **PARAMS, precision=precision)  # type: ignore[arg-type]
+        out = propagation.propagate(feats, lab0, **PARAMS)  # type: ignore[arg-type]
     else:
         out = dense_propagate(feats, lab0, **PARAMS, frame_times=frame_times)  # type: ignore[arg-type]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
