@@ -121,7 +121,8 @@ def random_batch(stage: Any) -> dict[str, Any]:
     if stage.name == "pretrain":
         side = stage.cfg.pretrain.image_size
         shape = (stage.batch_size, 3, side, side)
-        return {"q": torch.randn(shape), "k": torch.randn(shape)}  # (B, 3, S, S)
+        keys = [f"image-{i:06d}" for i in range(stage.batch_size)]  # sample keys, as the reader's
+        return {"q": torch.randn(shape), "k": torch.randn(shape), "key": keys}  # (B, 3, S, S)
     section = stage.cfg.finetune
     clip = (stage.batch_size, section.clip_frames, 3, section.crop_size, section.crop_size)
     return {"rgb": torch.rand(clip), "lab": torch.randn(clip), "lab_dropped": torch.randn(clip),
