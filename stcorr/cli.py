@@ -118,6 +118,10 @@ def run(
         raise ConfigError(f"--until: expected one of {', '.join(STAGES)}, got {until!r}")
     cfg = _load(config, sets, profile)
     _check_services(cfg)
+    if cfg.pretrain.init is not None:  # one line before Prefect starts, not a flow traceback
+        from stcorr.registry import resolve_init
+
+        resolve_init(cfg.pretrain.init, cfg.tracking)
     _run_flow(cfg, None, until)
 
 

@@ -107,6 +107,14 @@ def resolve_encoder(ref: str, tracking: TrackingConfig | None) -> Path:
     return _download(ref, match, tracking)
 
 
+def resolve_init(ref: str, tracking: TrackingConfig | None) -> Path:
+    """``resolve_encoder`` for ``pretrain.init``: its errors name the config key."""
+    try:
+        return resolve_encoder(ref, tracking)
+    except ModelRefError as err:
+        raise ModelRefError(f"pretrain.init: {err}") from None
+
+
 def registry_contract(ref: str, tracking: TrackingConfig | None) -> ModelContract | None:
     """The contract in the tags of the registry version ``ref`` names (None: a file, or none)."""
     match = _MODELS_URI.match(ref)

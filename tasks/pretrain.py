@@ -62,13 +62,10 @@ def init_file(cfg: PipelineConfig) -> tuple[Path, str]:
     Raises:
         ModelRefError: no such file or registry version (one line naming ``pretrain.init``).
     """
-    from stcorr.registry import ModelRefError, resolve_encoder
+    from stcorr.registry import resolve_init
 
     assert cfg.pretrain.init is not None, "only called when pretrain.init is set"
-    try:
-        path = resolve_encoder(cfg.pretrain.init, cfg.tracking)
-    except ModelRefError as err:
-        raise ModelRefError(f"pretrain.init: {err}") from None
+    path = resolve_init(cfg.pretrain.init, cfg.tracking)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -226,6 +226,9 @@ def test_bad_checkpoints_fail_with_one_line(tmp_path: Path) -> None:
     torch.save({"state_dict": {"a.b": torch.ones(1)}}, tmp_path / "other.pth")
     with pytest.raises(ImportFormatError, match=r"unknown checkpoint layout \(first keys \['a\.b'\]\)"):
         import_checkpoint(tmp_path / "other.pth")
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).bytes(3000))  # a damaged download
+    with pytest.raises(ImportFormatError, match=r"cannot read checkpoint \(corrupt or not a torch\.save"):
+        import_checkpoint(tmp_path / "noise.pth")
 
 
 def test_a_pickled_class_needs_trust(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

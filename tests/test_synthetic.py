@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.io import loadmat
+from synthcfg import tiny
 
 from stcorr.config_data import SynthConfig
 from stcorr.data.synthetic import (
@@ -39,14 +40,6 @@ from stcorr.data.synthetic.shapes import random_shape
 VOC_FIRST_FIVE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128]
 
 
-def tiny(seed: int = 3, **overrides: object) -> SynthConfig:
-    base: dict[str, object] = dict(
-        seed=seed, images=3, image_size=32, videos=2, video_frames=8, video_size=(32, 64), objects=2,
-        davis_sequences=2, vip_sequences=1, jhmdb_sequences=2, benchmark_frames=8,
-        benchmark_size=(48, 64),
-    )  # fmt: skip
-    base.update(overrides)
-    return SynthConfig.model_validate(base)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:

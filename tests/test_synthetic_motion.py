@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthcfg import tiny
 
 from stcorr.config_data import SynthConfig
 from stcorr.data.lab import normalize_lab, rgb_to_lab
@@ -24,20 +25,6 @@ from stcorr.data.synthetic.palette import STYLE_P, hsv_to_rgb, random_palette
 from stcorr.data.synthetic.scene import VideoScene
 from stcorr.data.synthetic.textures import TEXTURE_KINDS, pattern, pink_noise, texture
 from stcorr.objectives.reconstruction import reconstruction_psnr
-
-# DAVIS / PASCAL VOC colours of ids 0..4: black, (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128).
-
-def tiny(seed: int = 3, **overrides: object) -> SynthConfig:
-    base: dict[str, object] = dict(
-        seed=seed, images=3, image_size=32, videos=2, video_frames=8, video_size=(32, 64), objects=2,
-        davis_sequences=2, vip_sequences=1, jhmdb_sequences=2, benchmark_frames=8,
-        benchmark_size=(48, 64),
-    )  # fmt: skip
-    base.update(overrides)
-    return SynthConfig.model_validate(base)
-
-
-
 
 # ---------------------------------------------------------------- motion statistics
 

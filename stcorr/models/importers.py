@@ -136,7 +136,10 @@ def read_checkpoint(path: Path, *, trust: bool = False) -> Mapping[str, Any]:
     try:
         obj = _load(data, weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = ", ".join(re.findall(r"GLOBAL ([\w.]+)", str(err))[:3]) or "a class"
+        refused = ", ".join(re.findall(r"GLOBAL ([\w.]+)", str(err))[:3])
+        if not refused:  # not a class it refused: the bytes are no pickle at all
+            raise ImportFormatError(f"{path}: cannot read checkpoint (corrupt or not a torch.save "
+                                    f"file); expected a torch.save file") from None
         if not trust:
             raise ImportFormatError(f"{path}: a weights-only load refuses {refused}; pass --trust-pickle "
                                     f"to unpickle it fully (only for a file you trust)") from None
