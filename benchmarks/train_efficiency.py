@@ -151,10 +151,10 @@ def bare_steps(loop_config: dict[str, Any]) -> list[float]:
     from stcorr.train.worker import build_stage
 
     stage = build_stage(loop_config)
-    torch.manual_seed(stage._section.seed)
+    torch.manual_seed(stage.section.seed)
     module = stage.build()
     optimizer = stage.optimizer(module)
-    scheduler = cosine_with_warmup(optimizer, stage.steps, stage._section.warmup_steps)
+    scheduler = cosine_with_warmup(optimizer, stage.steps, stage.section.warmup_steps)
     no_scan = {"find_unused_parameters": False}  # as stcorr/train/worker.py
     wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs=no_scan)
     wrapped.train()

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from stcorr.config_sections import PipelineConfig, StorageConfig
+from stcorr.storage import StorageError, is_s3, split_s3
 
 TIMEOUT_S = 3.0  # one try per service: a live service on the same network answers in milliseconds
 START_LOCAL = "infra/local/up.sh"
@@ -83,7 +84,7 @@ def find_problems(cfg: PipelineConfig, timeout: float = TIMEOUT_S) -> list[Probl
         checks.append(lambda: check_prefect(compute.prefect_api_url or "", timeout))
     if tracking.uri and tracking.uri.startswith(("http://", "https://")):
         checks.append(lambda: check_mlflow(tracking.uri or "", timeout))
-    if cfg.storage.root.startswith("s3://"):
+    if is_s3(cfg.storage.root):
         checks.append(lambda: check_s3(cfg.storage, timeout))
     if not checks:
         return []
@@ -136,7 +137,10 @@ def check_s3(storage: StorageConfig, timeout: float = TIMEOUT_S) -> Problem | No
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    bucket, _, prefix = storage.root[len("s3://"):].partition("/")
+    try:
+        bucket, prefix = split_s3(storage.root)
+    except StorageError as err:
+        return Problem("storage.root", f"storage.root: {err}")
     endpoint = storage.s3_endpoint_url or "(the AWS default endpoint)"
     config = Config(connect_timeout=timeout, read_timeout=timeout,
                     retries={"total_max_attempts": 1, "mode": "standard"})

@@ -37,7 +37,7 @@ from stcorr.data.augment import (
     moco_view,
 )
 from stcorr.data.decode import resolve_backend
-from stcorr.storage import Storage
+from stcorr.storage import Storage, is_s3
 
 MAX_FAILURES_IN_A_ROW = 50
 Sample = dict[str, Any]
@@ -85,7 +85,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.batch_size: int | None = None
         self.finish_in_worker = True
         self.epoch = 0
-        if any(url.startswith("s3://") for url in self.urls):
+        if any(is_s3(url) for url in self.urls):
             register_s3(s3_endpoint_url)
 
     def set_epoch(self, epoch: int) -> None:
@@ -323,7 +323,7 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int, *,
     """
     target = torch.device(device) if device is not None else None
     batched = dataset.batched(batch_size, finish=target is None)
-    needs_s3 = any(url.startswith("s3://") for url in dataset.urls)
+    needs_s3 = any(is_s3(url) for url in dataset.urls)
     loader: torch.utils.data.DataLoader[Sample] = torch.utils.data.DataLoader(
         batched, batch_size=None, num_workers=num_workers,
         pin_memory=target is not None and target.type == "cuda",

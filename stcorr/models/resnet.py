@@ -129,7 +129,7 @@ class ResNetBackbone(nn.Module):
         self.out_strides = {tap: cumulative[_LAYERS.index(TAPS[tap])] for tap in self.out}
         self.out_channels = {tap: CHANNELS[arch][tap] for tap in self.out}
         if state_dict_path is not None:
-            load_encoder_state(self, _read_checkpoint(Path(state_dict_path)), str(state_dict_path))
+            load_weights_file(self, state_dict_path)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Run the trunk up to the deepest requested tap.
@@ -168,9 +168,14 @@ def build_backbone(preset: str, arch: str = "resnet18", **kw: object) -> ResNetB
     return ResNetBackbone(arch=arch, **spec)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP's ``.module`` wrapper (``model`` itself when not wrapped)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def encoder_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Backbone weights in torchvision key names, on CPU (unwraps DDP's `.module`)."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
 
 
@@ -184,7 +189,7 @@ def load_encoder_state(model: nn.Module, state: Mapping[str, object], source_nam
     Raises:
         ValueError: the checkpoint holds another architecture, or keys are missing/unknown.
     """
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     tensors = _torchvision_keys(state, source_name)
     arch = getattr(inner, "arch", None)
     held = detect_arch(tensors)
@@ -200,6 +205,12 @@ def load_encoder_state(model: nn.Module, state: Mapping[str, object], source_nam
             f"unexpected {unknown[:3]}; expected torchvision ResNet key names"
         )
     inner.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a ``torch.save``d torchvision-named state dict file into ``model``
+    (:func:`load_encoder_state`'s rules; one-line errors for a missing or unreadable file)."""
+    load_encoder_state(model, _read_checkpoint(Path(path)), str(path))
 
 
 def _read_checkpoint(path: Path) -> Mapping[str, object]:

@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from stcorr.data.augment import ClipSpec
 from stcorr.data.reader import make_clip_dataset, make_loader
 from stcorr.models.contract import ModelContract, override_contract
-from stcorr.models.resnet import build_backbone, load_encoder_state
+from stcorr.models.resnet import build_backbone, load_weights_file, unwrap
 from stcorr.objectives.crw import CRW
 from stcorr.objectives.stt import SttObjective, required_taps
 from stcorr.train.panels import affinity_panel, reconstruction_panel
-from stcorr.train.stages import TrainStage, load_weights, resume_stream
+from stcorr.train.stages import TrainStage, resume_stream
 from stcorr.train.teacher import freeze, state_sha256
 
 
@@ -39,11 +39,11 @@ class FinetuneStage(TrainStage):
         if section.objective == "crw":
             crw = CRW.from_config(section.crw, section.arch)
             if init is not None:
-                load_encoder_state(crw.encoder, load_weights(init), init)
+                load_weights_file(crw.encoder, init)
             return crw
         student = build_backbone(section.student_preset, section.arch, out=required_taps(section.stt))
         if init is not None:
-            load_encoder_state(student, load_weights(init), init)
+            load_weights_file(student, init)
         teacher = None
         if section.stt.global_distill:
             if self.inputs.teacher_weights is None:
@@ -52,9 +52,7 @@ class FinetuneStage(TrainStage):
                     "or run the teacher stage"
                 )
             teacher = build_backbone("stt_teacher", section.arch)
-            load_encoder_state(
-                teacher, load_weights(self.inputs.teacher_weights), self.inputs.teacher_weights
-            )
+            load_weights_file(teacher, self.inputs.teacher_weights)
             freeze(teacher)
         return SttObjective(section.stt, student, teacher)
 
@@ -98,7 +96,7 @@ class FinetuneStage(TrainStage):
         return dict(module(batch["lab"], batch["lab"], batch["rgb"], 1, diagnose=diagnose))
 
     def encoder(self, module: nn.Module) -> nn.Module:
-        inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+        inner = unwrap(module)
         encoder = inner.encoder if isinstance(inner, CRW) else inner.student
         return cast(nn.Module, encoder)
 
@@ -119,7 +117,7 @@ class FinetuneStage(TrainStage):
 
     def extra_files(self, module: nn.Module) -> dict[str, bytes]:
         """The teacher's sha256 at the end of training, checked against the teacher stage's."""
-        inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+        inner = unwrap(module)
         teacher = getattr(inner, "teacher", None)
         if teacher is None:
             return {}

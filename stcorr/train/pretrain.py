@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from stcorr.data.augment import ViewSpec
 from stcorr.data.reader import make_image_dataset, make_loader
 from stcorr.models.contract import ModelContract, override_contract
+from stcorr.models.resnet import unwrap
 from stcorr.objectives.moco import MoCo
 from stcorr.train.stages import TrainStage, resume_stream
 
@@ -59,7 +60,7 @@ class PretrainStage(TrainStage):
         return {k: out[k] for k in keep if k in out}
 
     def encoder(self, module: nn.Module) -> nn.Module:
-        inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+        inner = unwrap(module)
         return cast(nn.Module, inner.encoder_q)
 
     def contract(self) -> ModelContract:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 
 from stcorr.config import PipelineConfig
 from stcorr.models.contract import ModelContract, pack
-from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
+from stcorr.models.resnet import encoder_state_dict
 
 
 @dataclass
@@ -66,14 +65,15 @@ class TrainStage:
     # -- shared ----------------------------------------------------------------------------
     @property
     def steps(self) -> int:
-        return int(self._section.steps)
+        return int(self.section.steps)
 
     @property
     def batch_size(self) -> int:
-        return int(self._section.batch_size)
+        return int(self.section.batch_size)
 
     @property
-    def _section(self) -> Any:
+    def section(self) -> Any:
+        """The stage's config section (``cfg.pretrain`` or ``cfg.finetune``)."""
         return getattr(self.cfg, self.name)
 
     def panel(self, out: dict[str, Tensor], batch: dict[str, Any]) -> np.ndarray | None:
@@ -97,19 +97,3 @@ def resume_stream(loader: Iterable[dict[str, Any]], start_step: int) -> Iterator
     seconds at demo scale, but proportional to the steps done, which is the price of exactness.
     """
     return itertools.islice(iter(loader), start_step, None)
-
-
-def load_weights(path: str) -> dict[str, Tensor]:
-    """A torchvision-named state dict saved with ``torch.save`` (optionally nested)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def backbone_from(preset: str, arch: str, weights: str | None) -> nn.Module:
-    """A backbone preset, initialised from ``weights`` when given (else random init)."""
-    backbone = build_backbone(preset, arch)
-    if weights is not None:
-        load_encoder_state(backbone, load_weights(weights), weights)
-    return backbone

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from stcorr.models.contract import override_contract, pack, unpack
-from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
+from stcorr.models.resnet import build_backbone, encoder_state_dict, load_weights_file
 
 
 def state_sha256(state: Mapping[str, Tensor]) -> str:
@@ -40,7 +40,7 @@ def freeze(module: nn.Module) -> nn.Module:
 def build_teacher(weights: Path, arch: str) -> nn.Module:
     """The ``stt_teacher`` backbone loaded from ``weights`` and frozen."""
     teacher = build_backbone("stt_teacher", arch)
-    load_encoder_state(teacher, torch.load(weights, map_location="cpu", weights_only=True), str(weights))
+    load_weights_file(teacher, weights)
     return freeze(teacher)
 
 

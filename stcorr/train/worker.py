@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     stage = build_stage(loop_config)
-    section = stage._section
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(section.seed)  # identical init on every rank (DDP also broadcasts it)
+    torch.manual_seed(stage.section.seed)  # identical init on every rank (DDP also broadcasts it)
     module = stage.build()
     optimizer = stage.optimizer(module)
-    scheduler = cosine_with_warmup(optimizer, stage.steps, section.warmup_steps)
+    scheduler = cosine_with_warmup(optimizer, stage.steps, stage.section.warmup_steps)
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -85,8 +85,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     wrapped = ray.train.torch.prepare_model(module, parallel_strategy_kwargs=no_scan)
     nodes = _node_ids(world)
     log.tags({"stcorr.ray_nodes": ",".join(sorted(set(nodes))), "stcorr.ray_worker_nodes": json.dumps(nodes)})
+    loop = _Loop(stage, module, wrapped, optimizer, scheduler, rank, world, log, loop_config)
     try:
-        _run_steps(stage, module, wrapped, optimizer, scheduler, start, rank, world, log, loop_config)
+        loop.run(start)
         log.flush()
     finally:
         log.close()
@@ -115,77 +116,128 @@ def checkpoint_folder(checkpoint: Any) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_steps(
-    stage: TrainStage,
-    module: torch.nn.Module,
-    wrapped: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    start: int,
-    rank: int,
-    world: int,
-    log: Rank0,
-    loop_config: dict[str, Any],
-) -> None:
-    section = stage._section
-    batches = stage.batches(rank, world, start)
-    stop_watch = _StopWatch(loop_config)
-    wrapped.train()
-    for step in range(start, stage.steps):
-        seed = step_seed(section.seed, rank, step)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        began = time.perf_counter()
-        batch = next(batches)
-        waited = time.perf_counter() - began
-        out = stage.step(wrapped, batch, rng, diagnose=_log_step(step, section.log_every, stage.steps))
-        finite, stop = _agree(out["loss"], stop_watch.requested(), world)
-        if not finite:
-            _report_nonfinite(step, loop_config, rank)
-            return
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-        scheduler.step()
-        elapsed = time.perf_counter() - began
-        _after_step(stage, module, out, batch, step, elapsed, waited, world, log, optimizer)
-        last = step + 1 == stage.steps
-        if stop or last or (step + 1) % section.checkpoint_every == 0:
-            log.flush()  # no checkpoint ahead of a metric that failed to log (a resume re-logs it)
-            _checkpoint(stage, module, optimizer, scheduler, step + 1, rank, loop_config, out)
-        if stop and not last:
-            log.print(f"{stage.name}: stop requested; checkpoint saved at step {step + 1}")
-            return
+@dataclass
+class _Loop:
+    """What every step of one worker's training loop uses."""
 
+    stage: TrainStage
+    module: torch.nn.Module  # the stage's module; ``wrapped`` is its DDP wrapper (or itself)
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    rank: int
+    world: int
+    log: Rank0
+    loop_config: dict[str, Any]  # the driver's: config, inputs, run id, stop and marker URLs
 
-def _after_step(
-    stage: TrainStage,
-    module: torch.nn.Module,
-    out: dict[str, torch.Tensor],
-    batch: dict[str, Any],
-    step: int,
-    elapsed: float,
-    waited: float,
-    world: int,
-    log: Rank0,
-    optimizer: torch.optim.Optimizer,
-) -> None:
-    section = stage._section
-    if _log_step(step, section.log_every, stage.steps):
-        scalars = {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
-        scalars.update(
-            lr=optimizer.param_groups[0]["lr"],
-            samples_per_s=stage.batch_size * world / max(elapsed, 1e-9),
-            data_wait_share=waited / max(elapsed, 1e-9),
+    def run(self, start: int) -> None:
+        """Steps ``start .. stage.steps - 1``; stops early on a non-finite loss or a stop request."""
+        stage, section = self.stage, self.stage.section
+        batches = stage.batches(self.rank, self.world, start)
+        stop_watch = _StopWatch(stage.cfg, self.loop_config.get("stop_url"))
+        self.wrapped.train()
+        for step in range(start, stage.steps):
+            seed = step_seed(section.seed, self.rank, step)
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            began = time.perf_counter()
+            batch = next(batches)
+            waited = time.perf_counter() - began
+            diagnose = _log_step(step, section.log_every, stage.steps)
+            out = stage.step(self.wrapped, batch, rng, diagnose=diagnose)
+            finite, stop = _agree(out["loss"], stop_watch.requested(), self.world)
+            if not finite:
+                self._report_nonfinite(step)
+                return
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self._after_step(out, batch, step, (time.perf_counter() - began, waited))
+            last = step + 1 == stage.steps
+            if stop or last or (step + 1) % section.checkpoint_every == 0:
+                self.log.flush()  # no checkpoint ahead of a metric that failed to log (a resume re-logs it)
+                self._checkpoint(step + 1, out)
+            if stop and not last:
+                self.log.print(f"{stage.name}: stop requested; checkpoint saved at step {step + 1}")
+                return
+
+    def _after_step(self, out: dict[str, torch.Tensor], batch: dict[str, Any], step: int,
+                    seconds: tuple[float, float]) -> None:
+        """Metrics and progress on log steps, a picture every ``image_every`` steps.
+
+        Args:
+            seconds: (the step's wall time, the part of it spent waiting for the batch).
+        """
+        stage, section, log = self.stage, self.stage.section, self.log
+        elapsed, waited = seconds
+        if _log_step(step, section.log_every, stage.steps):
+            scalars = {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
+            scalars.update(
+                lr=self.optimizer.param_groups[0]["lr"],
+                samples_per_s=stage.batch_size * self.world / max(elapsed, 1e-9),
+                data_wait_share=waited / max(elapsed, 1e-9),
+            )
+            log.metrics(scalars, step + 1)
+            stage.history.append({"step": float(step + 1), **scalars})  # health.json: learned anything?
+            log.progress(step, stage.steps, 0, scalars["loss"])
+        image_every = getattr(section, "image_every", 0)
+        if log.enabled and image_every and ((step + 1) % image_every == 0 or step == 0):
+            panel = stage.panel(out, batch)
+            if panel is not None:
+                log.image(panel, f"panels/step_{step + 1:06d}.png")
+
+    def _report_nonfinite(self, step: int) -> None:
+        """Leave a marker for the driver and stop cleanly (a retry would only hit the NaN again)."""
+        if self.rank == 0:
+            from stcorr.storage import storage_from_config
+
+            storage_from_config(self.stage.cfg.storage).write_bytes(
+                self.loop_config["marker_url"], json.dumps({"step": step + 1}).encode()
+            )
+
+    def _checkpoint(self, step: int, out: dict[str, torch.Tensor]) -> None:
+        """Rank 0 checkpoints (+ the exported encoder); every rank calls report once.
+
+        Only the copy of the state happens here. Writing the files and persisting them to the
+        run's storage happen in Ray Train's upload thread (``CheckpointUploadMode.ASYNC``) while
+        training goes on; Ray registers the checkpoint only once it is persisted and waits for
+        pending uploads before the worker exits, and a failed write stops the run with the
+        write's error.
+        """
+        import ray.train
+
+        metrics = {"step": step, "loss": float(out["loss"].detach())}
+        mode = ray.train.CheckpointUploadMode.ASYNC
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None, checkpoint_upload_mode=mode)
+            return
+        stage = self.stage
+        state = capture_state(step=step, config=self.loop_config["config"], model=self.module,
+                              optimizer=self.optimizer, scheduler=self.scheduler)
+        encoder = copy.deepcopy(stage.export(self.module))
+        extras = {**stage.extra_files(self.module), HEALTH_FILE: json.dumps(stage.history).encode()}
+        folder = Path(tempfile.mkdtemp(prefix=f"stcorr-{stage.name}-{step}-"))
+        storage = ray.train.get_context().get_storage()
+
+        def write_and_persist(checkpoint: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+            try:
+                write_state(folder, state)
+                torch.save(encoder, folder / ENCODER_FILE)
+                for file_name, data in extras.items():
+                    (folder / file_name).write_bytes(data)
+                return storage.persist_current_checkpoint(checkpoint, name)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
+            checkpoint_upload_mode=mode,
+            delete_local_checkpoint_after_upload=True,
+            checkpoint_upload_fn=write_and_persist,
         )
-        log.metrics(scalars, step + 1)
-        stage.history.append({"step": float(step + 1), **scalars})  # health.json: learned anything?
-        log.progress(step, stage.steps, 0, scalars["loss"])
-    image_every = getattr(section, "image_every", 0)
-    if log.enabled and image_every and ((step + 1) % image_every == 0 or step == 0):
-        panel = stage.panel(out, batch)
-        if panel is not None:
-            log.image(panel, f"panels/step_{step + 1:06d}.png")
 
 
 def _log_step(step: int, log_every: int, steps: int) -> bool:
@@ -221,12 +273,11 @@ def _agree(loss: torch.Tensor, stop: bool, world: int) -> tuple[bool, bool]:
 class _StopWatch:
     """Looks for the driver's stop marker at most once a second (a HEAD request on S3)."""
 
-    def __init__(self, loop_config: dict[str, Any]) -> None:
+    def __init__(self, cfg: PipelineConfig, url: str | None) -> None:
         from stcorr.storage import storage_from_config
 
-        self.url = loop_config.get("stop_url")
-        cfg = PipelineConfig.model_validate(loop_config["config"])
-        self.storage = storage_from_config(cfg.storage) if self.url else None
+        self.url = url
+        self.storage = storage_from_config(cfg.storage) if url else None
         self.checked = 0.0
 
     def requested(self) -> bool:
@@ -235,66 +286,3 @@ class _StopWatch:
             return False
         self.checked = now
         return self.storage.exists(str(self.url))
-
-
-def _report_nonfinite(step: int, loop_config: dict[str, Any], rank: int) -> None:
-    """Leave a marker for the driver and stop cleanly (a retry would only hit the NaN again)."""
-    if rank == 0:
-        from stcorr.storage import storage_from_config
-
-        cfg = PipelineConfig.model_validate(loop_config["config"])
-        storage_from_config(cfg.storage).write_bytes(
-            loop_config["marker_url"], json.dumps({"step": step + 1}).encode()
-        )
-
-
-def _checkpoint(
-    stage: TrainStage,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    rank: int,
-    loop_config: dict[str, Any],
-    out: dict[str, torch.Tensor],
-) -> None:
-    """Rank 0 checkpoints (+ the exported encoder); every rank calls report once.
-
-    Only the copy of the state happens here. Writing the files and persisting them to the run's
-    storage happen in Ray Train's upload thread (``CheckpointUploadMode.ASYNC``) while training
-    goes on; Ray registers the checkpoint only once it is persisted and waits for pending uploads
-    before the worker exits, and a failed write stops the run with the write's error.
-    """
-    import ray.train
-
-    metrics = {"step": step, "loss": float(out["loss"].detach())}
-    mode = ray.train.CheckpointUploadMode.ASYNC
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None, checkpoint_upload_mode=mode)
-        return
-    state = capture_state(
-        step=step, config=loop_config["config"], model=module, optimizer=optimizer, scheduler=scheduler
-    )
-    encoder = copy.deepcopy(stage.export(module))
-    extras = {**stage.extra_files(module), HEALTH_FILE: json.dumps(stage.history).encode()}
-    folder = Path(tempfile.mkdtemp(prefix=f"stcorr-{stage.name}-{step}-"))
-    storage = ray.train.get_context().get_storage()
-
-    def write_and_persist(checkpoint: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
-        try:
-            write_state(folder, state)
-            torch.save(encoder, folder / ENCODER_FILE)
-            for file_name, data in extras.items():
-                (folder / file_name).write_bytes(data)
-            return storage.persist_current_checkpoint(checkpoint, name)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-
-    ray.train.report(
-        metrics,
-        checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-        checkpoint_upload_mode=mode,
-        delete_local_checkpoint_after_upload=True,
-        checkpoint_upload_fn=write_and_persist,
-    )
