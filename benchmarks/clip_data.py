@@ -20,7 +20,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from stcorr.config_sections import ShardConfig
+from stcorr.config import ShardConfig
 from stcorr.data.sources import SourceItem, encode_sample
 
 KEYINT = ShardConfig().video_keyint  # the shard stage's defaults

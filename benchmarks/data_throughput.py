@@ -31,7 +31,7 @@ Settings (the footage is the same within one; what differs is how it is stored):
             ``moto_server``, started here as ``tests/s3server.py`` does; ``--no-s3`` skips it),
             and the same clips. (a) reads ``s3://`` shard URLs through the project's code path
             (``make_clip_dataset(..., s3_endpoint_url=...)``: one streaming GET per shard,
-            ``stcorr.storage``); (b) GETs each JPEG with its own request through one boto3
+            ``stcorr.runtime.storage``); (b) GETs each JPEG with its own request through one boto3
             client, as a user of the papers' code reading from a bucket (boto3 / s3fs) would.
             The ratio is in clips per wall-second of the reading process: its time waiting on
             the server is what object storage adds, and the CPU-seconds of this process alone
@@ -233,11 +233,11 @@ def time_all(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
 
 def serve_s3(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start moto_server on 127.0.0.1 (tests/s3server.py) and upload the transcoded shards and
-    the frame folders of ``root`` to ``s3://BUCKET/`` through ``stcorr.storage``."""
+    the frame folders of ``root`` to ``s3://BUCKET/`` through ``stcorr.runtime.storage``."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from s3server import AWS_ENV, start_moto
 
-    from stcorr.storage import Storage
+    from stcorr.runtime import Storage
 
     os.environ.update(AWS_ENV)  # moto takes any credentials; boto3 must find some
     server, url = start_moto()

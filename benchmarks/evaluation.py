@@ -157,7 +157,7 @@ def instrument(phases: Phases) -> None:
 
 
 def eval_config(precision: str) -> Any:
-    from stcorr.config_sections import EvaluateConfig
+    from stcorr.config import EvaluateConfig
 
     cfg = EvaluateConfig(benchmarks=("footage",), protocol="custom", precision=precision,
                          visualize=True)
@@ -235,7 +235,7 @@ def run_child(args: list[str]) -> dict[str, Any]:
 
 def write_benchmark(root: Path, size: dict[str, int]) -> float:
     """Generate the footage benchmark (DAVIS layout, 854x480) at ``root``; seconds taken."""
-    from stcorr.config_data import FootageConfig
+    from stcorr.config import FootageConfig
     from stcorr.data.footage import write_footage
 
     start = time.perf_counter()

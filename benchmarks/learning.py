@@ -96,9 +96,8 @@ def stage_output(cfg: Any, pipeline: str, stage: str) -> dict[str, Any] | None:
 
 def rescore(cfg: Any, pipeline: str | None) -> tuple[dict[str, Any], list[str]]:
     """Quick mode: score the saved models of ``pipeline`` (latest if None) on small footage."""
-    from stcorr import lineage
-    from tasks.data import resolve_sources
-    from tasks.evaluate import run_evaluate
+    from stcorr.stages import resolve_sources, run_evaluate
+    from stcorr.tracking import lineage
 
     notes: list[str] = []
     try:

@@ -184,7 +184,7 @@ def median_cpu(fn: Callable[[], None], reps: int, warm_up: bool = True) -> float
 
 def stt_figures(batch: int, size: int, reps: int) -> dict[str, float]:
     # imported here: the memory children need only the correlation
-    from stcorr.config_objectives import SttConfig
+    from stcorr.config import SttConfig
     from stcorr.data.lab import normalize_lab, normalize_rgb, rgb_to_lab
     from stcorr.models.resnet import build_backbone
     from stcorr.objectives.stt import SttObjective, required_taps
@@ -221,7 +221,7 @@ def stt_figures(batch: int, size: int, reps: int) -> dict[str, float]:
 
 
 def crw_figures(batch: int, frames: int, size: int, reps: int, warm_up: bool) -> dict[str, float]:
-    from stcorr.config_objectives import CrwConfig
+    from stcorr.config import CrwConfig
     from stcorr.data.lab import normalize_rgb
     from stcorr.objectives.crw import CRW, walk_loss
 

@@ -14,7 +14,7 @@ the UNION of the bodies; the plain sum is reported too. ``overhead = demo wall -
 into start-up (process start -> first body, cut at the parent run's start, the ``synthetic
 data`` line and the first ``shards ...`` line), gaps between bodies, and the tail (last body ->
 parent run end -> exit). Work a stage does before opening its run is overhead here, e.g. shard
-writing (tasks/shard.py opens the run afterwards). Ray Train start-up, inside the pretrain and
+writing (stcorr/stages/shard.py opens the run afterwards). Ray Train start-up, inside the pretrain and
 finetune bodies, is reported from the worker's first line (``*_body_to_worker_loop_s``).
 
 Ratios (higher is better): ``compute_share_of_wall`` = union / demo wall, target 0.85 (overhead

@@ -238,8 +238,8 @@ def run_pipeline(cfg: PipelineConfig, stage: str, inputs: Any) -> dict[str, floa
 
 def measure(root: Path, data: tuple[str, str, str, str], plan: dict[str, Any]) -> dict[str, float]:
     """Every (stage, workers) pair, pipeline and bare alternating; medians of the repetitions."""
+    from stcorr.tracking import shard_urls
     from stcorr.train.stages import StageInputs
-    from tasks.training import shard_urls
 
     figures: dict[str, float] = {}
     for workers in plan["workers"]:
@@ -310,7 +310,7 @@ def main() -> None:
         plan["reps"] = args.reps
     if args.workers:
         plan["workers"] = tuple(int(w) for w in args.workers.split(","))
-    from stcorr.compute import init_ray, shutdown_ray
+    from stcorr.runtime import init_ray, shutdown_ray
 
     with tempfile.TemporaryDirectory(prefix="train_eff_") as tmp:
         root = Path(tmp)

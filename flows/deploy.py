@@ -35,8 +35,8 @@ def deployed_pipeline(
     """
     from flows.pipeline import run_pipeline
     from stcorr.config import load_config
-    from stcorr.lineage import STAGES, pipeline_config
-    from stcorr.preflight import check_services
+    from stcorr.runtime import check_services
+    from stcorr.tracking import STAGES, pipeline_config
 
     if until not in STAGES:
         raise ValueError(f"until: expected one of {', '.join(STAGES)}, got {until!r}")

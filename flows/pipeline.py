@@ -15,11 +15,8 @@ from typing import Any
 from prefect import flow
 
 from stcorr.config import PipelineConfig
-from tasks.data import sources_task
-from tasks.finetune import finetune_task
-from tasks.pretrain import init_file, pretrain_task
-from tasks.shard import shard_task
-from tasks.teacher import teacher_task
+from stcorr.stages import init_file
+from tasks import finetune_task, pretrain_task, shard_task, sources_task, teacher_task
 
 
 @flow(name="stcorr-pipeline", log_prints=False)
@@ -44,7 +41,7 @@ def pipeline_flow(cfg: PipelineConfig, pipeline_id: str, until: str = "evaluate"
     outputs["finetune"] = finetune
     if until == "finetune":
         return outputs
-    from tasks.evaluate import evaluate_task
+    from tasks import evaluate_task
 
     benchmarks = {name: sources[name] for name in cfg.evaluate.benchmarks if name in sources}
     outputs["evaluate"] = evaluate_task(  # each encoder is run as its stored input contract says
@@ -73,7 +70,7 @@ def run_pipeline(
     ``before_flow`` is called right before the flow starts (the CLI waits there for the Prefect
     server it started in the background).
     """
-    from stcorr import lineage
+    from stcorr.tracking import lineage
 
     pipeline_id = pipeline_id or new_pipeline_id()
     with lineage.pipeline_run(cfg, pipeline_id) as parent:

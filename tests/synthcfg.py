@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 
 
 def tiny(seed: int = 3, **overrides: object) -> SynthConfig:

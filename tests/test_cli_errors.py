@@ -13,12 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stcorr import lineage, tracking
+from stcorr import tracking
 from stcorr.cli import app
 from stcorr.config import PipelineConfig, load_config
 from stcorr.eval.labels import write_palette_png
-from stcorr.registry import register_encoder
-from stcorr.status import pipeline_status, render_status
+from stcorr.tracking import lineage, pipeline_status, register_encoder, render_status
 
 FAST = ["--set", "evaluate.n_context=2"]
 

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stcorr.cli import app
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 from stcorr.data.decode import open_video
 from stcorr.data.synthetic import generate
 from stcorr.eval.labels import read_annotation, write_palette_png

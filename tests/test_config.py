@@ -12,8 +12,14 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from stcorr.cli import app
-from stcorr.config import ConfigError, PipelineConfig, fingerprint, load_config, parse_overrides
-from stcorr.config_reference import render_reference
+from stcorr.config import (
+    ConfigError,
+    PipelineConfig,
+    fingerprint,
+    load_config,
+    parse_overrides,
+    render_reference,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from stcorr.cli import app
-from stcorr.config_data import SynthConfig
-from stcorr.config_sections import TrackingConfig
+from stcorr.config import SynthConfig, TrackingConfig
 from stcorr.data.synthetic import generate
 from stcorr.eval.features import load_model
 from stcorr.models.contract import (
@@ -22,7 +21,7 @@ from stcorr.models.contract import (
     with_stride,
 )
 from stcorr.models.resnet import build_backbone, encoder_state_dict, load_encoder_state
-from stcorr.registry import register_encoder, registry_contract, resolve_encoder
+from stcorr.tracking import register_encoder, registry_contract, resolve_encoder
 
 RGB_STT = override_contract("stt-rgb")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stcorr.config_objectives import CrwConfig
+from stcorr.config import CrwConfig
 from stcorr.objectives.crw import (
     CRW,
     extract_patches,

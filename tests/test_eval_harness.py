@@ -14,10 +14,7 @@ import torch
 from PIL import Image
 from skimage.color import rgb2lab
 
-from stcorr.compute import shutdown_ray
-from stcorr.config import PipelineConfig
-from stcorr.config_data import SynthConfig
-from stcorr.config_sections import ComputeConfig, EvaluateConfig
+from stcorr.config import ComputeConfig, EvaluateConfig, PipelineConfig, SynthConfig
 from stcorr.data.synthetic import generate
 from stcorr.eval.features import FeatureExtractor, load_model
 from stcorr.eval.harness import (
@@ -34,7 +31,8 @@ from stcorr.eval.readers import PoseSequence
 from stcorr.eval.sequence import evaluate_jhmdb
 from stcorr.eval.visualize import animated_gif, strip_png
 from stcorr.models.resnet import build_backbone, encoder_state_dict
-from stcorr.registry import ModelRefError
+from stcorr.runtime import shutdown_ray
+from stcorr.tracking import ModelRefError
 
 # Short context: the synthetic clips have 8 frames; 4 keeps propagation fast on 2 cores.
 CFG = EvaluateConfig(n_context=4)
@@ -220,7 +218,7 @@ def test_evaluate_stage_logs_metrics_tables_and_pictures(small: dict[str, Path],
                                                           tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from tasks.evaluate import run_evaluate
+    from stcorr.stages import run_evaluate
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = PipelineConfig.model_validate({

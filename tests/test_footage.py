@@ -13,8 +13,7 @@ from PIL import Image
 from pydantic import ValidationError
 from scipy import ndimage
 
-from stcorr.config_data import FootageConfig
-from stcorr.config_sections import EvaluateConfig
+from stcorr.config import EvaluateConfig, FootageConfig
 from stcorr.data.footage import CHALLENGES, FootageSequence, footage_sequence, media, write_footage
 from stcorr.data.synthetic.scene import sprite_layer
 from stcorr.data.synthetic.writers import voc_palette

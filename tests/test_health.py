@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from stcorr.config_objectives import SttConfig
+from stcorr.config import SttConfig
 from stcorr.data.lab import normalize_lab, rgb_to_lab
 from stcorr.models.resnet import build_backbone
 from stcorr.objectives.correlation import LocalCorrelation, window_valid_mask
@@ -136,7 +136,7 @@ def test_moco_on_a_tiny_generated_set_beats_chance_within_a_few_dozen_steps() ->
     the top-1 accuracy is well above chance and the health check says it learned."""
     import numpy as np
 
-    from stcorr.config_data import SynthConfig
+    from stcorr.config import SynthConfig
     from stcorr.data.augment import moco_view
     from stcorr.data.synthetic import image_sample
 

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from typer.testing import CliRunner
 
 from stcorr.cli import app
-from stcorr.config import PipelineConfig, load_config
-from stcorr.config_sections import TrackingConfig
+from stcorr.config import PipelineConfig, TrackingConfig, load_config
 from stcorr.eval.features import FeatureExtractor, build_network, load_model
 from stcorr.models.contract import pack
 from stcorr.models.importers import ImportFormatError, import_checkpoint
@@ -299,9 +298,8 @@ def _init_cfg(tmp_path: Path, init: str) -> PipelineConfig:
 def test_pretrain_init_freezes_an_imported_encoder_as_the_teacher(tmp_path: Path, one_thread: None) -> None:
     """No MoCo: the pretrain stage adopts the MoCo checkpoint; the teacher is that network."""
     from stcorr.models.contract import unpack
+    from stcorr.stages import run_pretrain, run_teacher
     from stcorr.train.teacher import build_teacher
-    from tasks.pretrain import run_pretrain
-    from tasks.teacher import run_teacher
 
     net = _source()
     cfg = _init_cfg(tmp_path, str(_save(tmp_path, "moco", net)))
@@ -322,8 +320,8 @@ def test_pretrain_init_freezes_an_imported_encoder_as_the_teacher(tmp_path: Path
 
 
 def test_pretrain_init_is_validated(tmp_path: Path) -> None:
-    from stcorr.registry import ModelRefError
-    from tasks.pretrain import init_file, run_pretrain
+    from stcorr.stages import init_file, run_pretrain
+    from stcorr.tracking import ModelRefError
 
     with pytest.raises(ModelRefError, match=r"^pretrain\.init: .*none\.pt: model file not found"):
         init_file(_init_cfg(tmp_path, str(tmp_path / "none.pt")))

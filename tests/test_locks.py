@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from stcorr import interrupt, locks
-from stcorr.storage import Storage
+from stcorr.runtime import Storage, interrupt, locks
 
 HOLD = """
 import sys, time
-from stcorr import locks
-from stcorr.storage import Storage
+from stcorr.runtime import locks
+from stcorr.runtime.storage import Storage
 with locks.lease(Storage(), sys.argv[1], poll_s=0.05):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_objectives import MocoConfig
+from stcorr.config import MocoConfig
 from stcorr.models.resnet import build_backbone
 from stcorr.objectives.moco import MoCo, batch_shuffle_ddp, batch_unshuffle_ddp, info_nce
 

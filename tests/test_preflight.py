@@ -17,8 +17,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from stcorr.config_sections import ComputeConfig, PipelineConfig, StorageConfig, TrackingConfig
-from stcorr.preflight import ServiceUnreachableError, check_services, find_problems
+from stcorr.config import ComputeConfig, PipelineConfig, StorageConfig, TrackingConfig
+from stcorr.runtime import ServiceUnreachableError, check_services, find_problems
 
 BUCKET = "preflight-bucket"
 MOTO = Path(sys.executable).parent / "moto_server"

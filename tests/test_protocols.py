@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stcorr.config import load_config
-from stcorr.config_sections import EvaluateConfig
+from stcorr.config import EvaluateConfig, load_config
 from stcorr.eval.protocols import apply_protocol
 from stcorr.models.contract import ModelContract, override_contract
 
@@ -59,7 +58,7 @@ def test_an_imported_model_picks_its_papers_protocol_unless_told() -> None:
 def test_reproduction_table_puts_a_result_next_to_the_published_figure() -> None:
     from stcorr.eval.reproduction import reproduction_rows, reproduction_table
     from stcorr.models.importers import contract_for
-    from stcorr.report import reproduction_section
+    from stcorr.tracking import reproduction_section
 
     crw = contract_for("crw", "resnet18")
     ours = {"davis": {"J&F-Mean": 0.661, "J-Mean": 0.63}, "jhmdb": {"PCK@0.1": 0.6, "PCK@0.2": 0.849}}

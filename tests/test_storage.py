@@ -13,8 +13,8 @@ import boto3
 import pytest
 from s3server import free_port, start_moto, stop
 
-from stcorr.config_sections import StorageConfig
-from stcorr.storage import Storage, StorageError, StorageNotFoundError, storage_from_config
+from stcorr.config import StorageConfig
+from stcorr.runtime import Storage, StorageError, StorageNotFoundError, storage_from_config
 
 
 def test_local_round_trip_is_atomic(tmp_path: Path) -> None:

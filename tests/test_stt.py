@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stcorr.config_objectives import SttConfig
+from stcorr.config import SttConfig
 from stcorr.data.lab import normalize_lab, rgb_to_lab
 from stcorr.models.resnet import build_backbone
 from stcorr.objectives.correlation import local_correlation

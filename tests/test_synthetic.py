@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.io import loadmat
 from synthcfg import tiny
 
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 from stcorr.data.synthetic import (
     JHMDB_JOINTS,
     VIP_CLASSES,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from synthcfg import tiny
 
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 from stcorr.data.lab import normalize_lab, rgb_to_lab
 from stcorr.data.synthetic import (
     blur,

@@ -18,16 +18,14 @@ import psutil
 import pytest
 import torch
 
-from stcorr.compute import shutdown_ray
 from stcorr.config import PipelineConfig, load_config
 from stcorr.data.shard_stage import shard_source
 from stcorr.data.synthetic import render_video, write_mp4
 from stcorr.models.contract import override_contract, unpack
 from stcorr.models.resnet import build_backbone, encoder_state_dict
-from stcorr.registry import registry_contract, resolve_encoder
-from stcorr.tracking import resolve_uri
-from tasks.finetune import run_finetune
-from tasks.training import StageOutput
+from stcorr.runtime import shutdown_ray
+from stcorr.stages import run_finetune
+from stcorr.tracking import StageOutput, registry_contract, resolve_encoder, resolve_uri
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +189,7 @@ def test_killed_worker_resumes_from_checkpoint(root: Path, manifest: str, upstre
 
 
 def test_nan_loss_stops_with_the_step_and_last_checkpoint(root: Path, manifest: str, upstream: tuple) -> None:
-    from tasks.finetune import NonFiniteLossError
+    from stcorr.train.launch import NonFiniteLossError
 
     init, teacher = upstream
     # An absurd learning rate makes the weights, and then the loss, non-finite within a few steps.

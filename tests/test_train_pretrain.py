@@ -9,15 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from stcorr.compute import shutdown_ray
 from stcorr.config import PipelineConfig, load_config
 from stcorr.data.shard_stage import shard_source
 from stcorr.data.synthetic import render_image
 from stcorr.models.contract import override_contract, unpack
-from stcorr.registry import ModelRefError, registry_contract, resolve_encoder
+from stcorr.runtime import shutdown_ray
+from stcorr.stages import run_pretrain, run_teacher
+from stcorr.tracking import ModelRefError, registry_contract, resolve_encoder
 from stcorr.train.teacher import build_teacher, state_sha256
-from tasks.pretrain import run_pretrain
-from tasks.teacher import run_teacher
 
 pytestmark = pytest.mark.slow
 

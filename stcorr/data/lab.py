@@ -63,7 +63,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     # Y comes from L directly: the forward direction used 903.3 * Y below L = 8 (Y = 0.008856).
     y = torch.where(lightness > 8.0, fy**3, lightness / 903.3)
     xyz = torch.stack([x, y, z], dim=-3) * _WHITE_D65.to(lab).view(3, 1, 1)
-    linear = torch.einsum("ij,...jhw->...ihw", torch.linalg.inv(_RGB_TO_XYZ).to(lab), xyz).clamp(0.0, 1.0)
+    linear = torch.einsum("ij,...jhw->...ihw", torch.linalg.inv(_RGB_TO_XYZ.to(lab)), xyz).clamp(0.0, 1.0)
     gamma = 1.055 * linear.clamp_min(1e-12) ** (1.0 / 2.4) - 0.055
     return torch.where(linear > 0.0031308, gamma, 12.92 * linear)
 

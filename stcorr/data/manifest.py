@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from stcorr.config_sections import ShardConfig
-from stcorr.storage import Storage, StorageNotFoundError
+from stcorr.config import ShardConfig
+from stcorr.runtime import Storage, StorageNotFoundError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from stcorr.data.decode import decode_image, open_video
-from stcorr.storage import Storage
+from stcorr.runtime import Storage
 
 VIDEO_EXTS = ("mp4", "avi", "mkv", "webm")
 IMAGE_EXTS = ("jpg", "png", "webp", "bmp")

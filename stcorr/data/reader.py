@@ -15,7 +15,6 @@ the loader never dies for one bad file. Sample format: see ``stcorr/data/shards`
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from copy import copy
@@ -37,7 +36,8 @@ from stcorr.data.augment import (
     moco_view,
 )
 from stcorr.data.decode import resolve_backend
-from stcorr.storage import Storage, is_s3
+from stcorr.data.webdataset_s3 import init_worker, register_s3
+from stcorr.runtime import is_s3
 
 MAX_FAILURES_IN_A_ROW = 50
 Sample = dict[str, Any]
@@ -275,7 +275,7 @@ def _as_is(batch: Sample, rng: np.random.Generator) -> Sample:
     return batch  # MoCo views are finished in the workers: jitter and blur need float anyway
 
 
-# ---------------------------------------------------------------- loader and s3://
+# ---------------------------------------------------------------- loader
 
 
 class EpochLoader:
@@ -327,7 +327,7 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int, *,
     loader: torch.utils.data.DataLoader[Sample] = torch.utils.data.DataLoader(
         batched, batch_size=None, num_workers=num_workers,
         pin_memory=target is not None and target.type == "cuda",
-        worker_init_fn=partial(_init_worker, dataset.s3_endpoint_url) if needs_s3 else None)
+        worker_init_fn=partial(init_worker, dataset.s3_endpoint_url) if needs_s3 else None)
     num_batches = None
     if dataset.samples_per_rank is not None:
         num_batches = dataset.samples_per_rank // batch_size
@@ -335,31 +335,3 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int, *,
             raise ValueError(f"samples_per_rank={dataset.samples_per_rank} < batch_size="
                              f"{batch_size}: would give 0 batches per rank")
     return EpochLoader(loader, batched, num_batches, target)
-
-
-def _init_worker(endpoint_url: str | None, worker_id: int) -> None:
-    # gopen_schemes entries are not inherited by spawn-started workers (docs/stack.md 4.4).
-    register_s3(endpoint_url)
-
-
-def _open_s3(storage: Storage, url: str, mode: str = "rb", bufsize: int = 8192,
-             **kw: Any) -> Any:
-    if mode != "rb":
-        raise ValueError(f"{url}: s3 shards are read-only here; got mode {mode!r}")
-    return storage.open_read(url)  # streaming get_object body; one-line StorageError on failure
-
-
-def register_s3(endpoint_url: str | None = None) -> None:
-    """Teach webdataset to open ``s3://bucket/key`` with boto3 (docs/stack.md 4.4).
-
-    Call in the main process and in every DataLoader worker (``make_loader`` does both).
-
-    Args:
-        endpoint_url: S3 API endpoint (MinIO, moto); default ``STCORR_S3_ENDPOINT_URL``, then
-            ``AWS_ENDPOINT_URL``, then AWS itself.
-    """
-    import webdataset as wds
-
-    endpoint = (endpoint_url or os.environ.get("STCORR_S3_ENDPOINT_URL")
-                or os.environ.get("AWS_ENDPOINT_URL") or None)
-    wds.gopen_schemes["s3"] = partial(_open_s3, Storage(endpoint_url=endpoint))

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stcorr.compute import init_ray
-from stcorr.config_sections import ComputeConfig, ShardConfig, StorageConfig
+from stcorr.config import ComputeConfig, ShardConfig, StorageConfig
 from stcorr.data.manifest import (
     MANIFEST_NAME,
     ShardChecksumError,
@@ -26,7 +25,7 @@ from stcorr.data.manifest import (
 )
 from stcorr.data.shards import ShardJob, ensure_shard, plan_shards, remove_stale_shards
 from stcorr.data.sources import SourceItem, discover_images, discover_videos, source_fingerprint
-from stcorr.storage import Storage, storage_from_config
+from stcorr.runtime import Storage, init_ray, storage_from_config
 
 KINDS = ("images", "videos")
 BAD_EXAMPLES = 3  # bad files named in the too-many-bad-inputs error

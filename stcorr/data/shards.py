@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stcorr.config_sections import ShardConfig
+from stcorr.config import ShardConfig
 from stcorr.data.manifest import ShardRecord, sha256_of, sha256_stream
 from stcorr.data.sources import BadInput, SourceItem, encode_sample, source_fingerprint
-from stcorr.storage import Storage, StorageNotFoundError, is_s3
+from stcorr.runtime import Storage, StorageNotFoundError, is_s3
 
 RECORD_SUFFIX = ".json"  # shard record: <shard>.tar.json
 TAR_MTIME = 0.0  # fixed member mtime: reproducible tars, so a re-run's sha256 matches

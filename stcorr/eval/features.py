@@ -21,7 +21,6 @@ BatchNorm statistics).
 from __future__ import annotations
 
 import dataclasses
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_sections import TrackingConfig
+from stcorr.config import TrackingConfig
 from stcorr.data.lab import normalize_lab, normalize_rgb, rgb_to_lab
 from stcorr.models.contract import (
     OVERRIDES,
@@ -42,6 +41,7 @@ from stcorr.models.contract import (
     unpack,
     with_stride,
 )
+from stcorr.models.resnet import read_state
 
 Kind = Literal["encoder", "lab", "random", "copy"]
 FRAME_BATCH = 4  # frames per forward pass: bounds activation memory at 480p on a laptop
@@ -133,7 +133,7 @@ def load_model(ref: str, *, objective: str | None = None, stride: int = 8,
         base = like if like is not None else override_contract(objective or "stt", stride=stride)
         contract = with_stride(base, stride) if ref == "random" else override_contract("stt", stride=stride)
         return ModelSpec(name or ref, ref, contract)  # type: ignore[arg-type]
-    from stcorr.registry import registry_contract, resolve_encoder
+    from stcorr.tracking import registry_contract, resolve_encoder
 
     path = resolve_encoder(ref, tracking)
     state, stored = unpack(read_state(path.read_bytes(), str(path)), str(path))
@@ -159,18 +159,6 @@ def _choose_contract(ref: str, stored: ModelContract | None, objective: str | No
         warn(f"{ref}: --objective {objective} disagrees with the model's contract "
              f"({stored.describe()}): {'; '.join(diff)}; using {objective} as asked")
     return override
-
-
-def read_state(data: bytes, source: str) -> dict[str, Tensor]:
-    """The object saved in checkpoint bytes (a state dict, possibly packed), as one-line errors."""
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors vary with the damage; report one line
-        raise ValueError(f"{source}: cannot read checkpoint ({type(err).__name__}); "
-                         f"expected a ResNet state dict (.pt)") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"{source}: holds a {type(state).__name__}; expected a state dict")
-    return state
 
 
 def normalise(rgb: Tensor, colour: str) -> Tensor:

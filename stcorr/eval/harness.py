@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from stcorr.config_sections import ComputeConfig, EvaluateConfig
-from stcorr.eval.features import FeatureExtractor, ModelSpec, read_state
+from stcorr.config import ComputeConfig, EvaluateConfig
+from stcorr.eval.features import FeatureExtractor, ModelSpec
 from stcorr.eval.intervals import mean_interval, object_scores
 from stcorr.eval.metrics import VIP_CLASSES, ConfusionMatrix, davis_summary, pck
 from stcorr.eval.protocols import apply_protocol
 from stcorr.eval.readers import MaskSequence, PoseSequence, read_davis, read_jhmdb, read_vip
 from stcorr.eval.sequence import SequenceResult, evaluate_sequence
+from stcorr.models.resnet import read_state
 
 BENCHMARKS = ("footage", "davis", "vip", "jhmdb")
 PROTOCOL = {"footage": "davis", "davis": "davis", "vip": "vip", "jhmdb": "jhmdb"}  # name -> protocol
@@ -108,7 +109,7 @@ def run_sequences(benchmark: str, seqs: Sequences, spec: ModelSpec, cfg: Evaluat
         return [_sequence_task(benchmark, s, spec, state, cfg, pred_dir, size) for s in seqs]
     import ray
 
-    from stcorr.compute import init_ray
+    from stcorr.runtime import init_ray
 
     init_ray(compute)
     task = ray.remote(num_cpus=1)(_sequence_task)
@@ -223,7 +224,8 @@ def metric_name(benchmark: str, name: str, prefix: str = "") -> str:
     """MLflow metric key ``<prefix><benchmark>/<name>``.
 
     MLflow 3.17 rejects '&' and '@' in metric names, so ``J&F-Mean`` is logged as ``JF-Mean``
-    and ``PCK@0.1`` as ``PCK_at_0.1``, as ``stcorr.report`` does (JSON and CSV keep the official names).
+    and ``PCK@0.1`` as ``PCK_at_0.1``, as ``stcorr.tracking.report`` does (JSON and CSV keep the
+    official names).
     """
     return f"{prefix}{benchmark}/{name.replace('&', '').replace('@', '_at_')}"
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stcorr.config_sections import EvaluateConfig
+from stcorr.config import EvaluateConfig
 from stcorr.models.contract import ModelContract
 
 _SIZES: dict[str, Any] = {"jhmdb_size": (320, 320), "vip_size": (560, 560)}

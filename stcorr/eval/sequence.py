@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from stcorr.config_sections import EvaluateConfig
+from stcorr.config import EvaluateConfig
 from stcorr.eval import visualize as vis
 from stcorr.eval.features import FeatureExtractor
 from stcorr.eval.labels import (

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from stcorr.config_sections import EvaluateConfig
+from stcorr.config import EvaluateConfig
 from stcorr.data.decode import VideoSource, open_video
 from stcorr.eval import visualize as vis
 from stcorr.eval.features import FeatureExtractor, ModelSpec

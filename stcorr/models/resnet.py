@@ -36,6 +36,7 @@ Layers deeper than the deepest requested tap are not built (no unused parameters
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -216,12 +217,23 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 def _read_checkpoint(path: Path) -> Mapping[str, object]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found; expected a ResNet state dict file")
+    return read_state(path.read_bytes(), str(path))
+
+
+def read_state(data: bytes, source: str) -> dict[str, Tensor]:
+    """The object saved in checkpoint bytes (a state dict, possibly packed), as one-line errors.
+
+    Raises:
+        ValueError: the bytes are no ``torch.save`` file (zip/pickle errors vary with the
+            damage), or they hold something other than a dict.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors vary by corruption; report them as one line
-        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}); truncated?") from err
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: holds a {type(state).__name__}; expected a state dict")
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{source}: cannot read checkpoint ({type(err).__name__}); "
+                         f"expected a ResNet state dict (.pt)") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: holds a {type(state).__name__}; expected a state dict")
     return state
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_objectives import CrwConfig
+from stcorr.config import CrwConfig
 from stcorr.models.resnet import build_backbone, encoder_state_dict
 
 EPS = 1e-20  # as the code: log(W + 1e-20); needs fp32 (1e-20 underflows in fp16)

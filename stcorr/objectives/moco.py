@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stcorr.config_objectives import MocoConfig
+from stcorr.config import MocoConfig
 from stcorr.models.resnet import build_backbone, encoder_state_dict
 
 

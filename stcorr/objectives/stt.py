@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stcorr.config_objectives import SttConfig
+from stcorr.config import SttConfig
 from stcorr.data.lab import denormalize_lab, lab_to_rgb, normalize_rgb
 from stcorr.objectives.correlation import LocalCorrelation, local_correlation
 from stcorr.objectives.distillation import (

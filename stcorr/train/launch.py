@@ -14,10 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from stcorr import interrupt
-from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
-from stcorr.storage import is_s3, split_s3, storage_from_config
+from stcorr.runtime import init_ray, interrupt, is_s3, split_s3, storage_from_config
 from stcorr.tracking import resolve_uri
 from stcorr.train.health import HEALTH_FILE
 from stcorr.train.stages import StageInputs

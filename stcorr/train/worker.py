@@ -33,7 +33,7 @@ from stcorr.train.stages import StageInputs, TrainStage
 
 ENCODER_FILE = "encoder.pt"
 FAILURE_FILE = "nonfinite.json"
-STOP_FILE = "stop.json"  # written by the driver on SIGINT/SIGTERM (stcorr.interrupt)
+STOP_FILE = "stop.json"  # written by the driver on SIGINT/SIGTERM (stcorr.runtime.interrupt)
 
 
 def build_stage(loop_config: dict[str, Any]) -> TrainStage:
@@ -190,7 +190,7 @@ class _Loop:
     def _report_nonfinite(self, step: int) -> None:
         """Leave a marker for the driver and stop cleanly (a retry would only hit the NaN again)."""
         if self.rank == 0:
-            from stcorr.storage import storage_from_config
+            from stcorr.runtime import storage_from_config
 
             storage_from_config(self.stage.cfg.storage).write_bytes(
                 self.loop_config["marker_url"], json.dumps({"step": step + 1}).encode()
@@ -274,7 +274,7 @@ class _StopWatch:
     """Looks for the driver's stop marker at most once a second (a HEAD request on S3)."""
 
     def __init__(self, cfg: PipelineConfig, url: str | None) -> None:
-        from stcorr.storage import storage_from_config
+        from stcorr.runtime import storage_from_config
 
         self.url = url
         self.storage = storage_from_config(cfg.storage) if url else None

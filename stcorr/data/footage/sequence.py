@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from stcorr.config_data import FootageConfig
+from stcorr.config import FootageConfig
 from stcorr.data.footage.camera import CameraPath, plan_camera, render_background
 from stcorr.data.footage.checks import acceptable, object_record
 from stcorr.data.footage.media import CLIPS, clip_frames

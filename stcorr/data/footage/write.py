@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stcorr.config_data import FootageConfig
+from stcorr.config import FootageConfig
 from stcorr.data.footage.media import CLIPS
 from stcorr.data.footage.plans import CHALLENGES
 from stcorr.data.footage.sequence import FootageSequence, check_size, footage_sequence, sequence_name

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 from stcorr.data.synthetic import writers as wr
 from stcorr.data.synthetic.puppet import PuppetVideo, render_puppets
 from stcorr.data.synthetic.scene import VideoScene, render_video

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stcorr.config_data import SynthConfig
+from stcorr.config import SynthConfig
 from stcorr.data.synthetic import benchmarks as bm
 from stcorr.data.synthetic import writers as wr
 from stcorr.data.synthetic.kinematics import MotionSpec

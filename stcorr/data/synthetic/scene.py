@@ -106,6 +106,18 @@ class _Layout:
     exits: bool  # object 1 is planned to leave the frame and come back
 
 
+def _drawn_layout(rng: np.random.Generator, frames: int, size: tuple[int, int], sprites: list[Sprite],
+                  speeds: list[float], spec: kin.MotionSpec) -> _Layout:
+    """A layout that passes :func:`_acceptable`, drawn up to ``MAX_ATTEMPTS`` times (the last
+    draw is kept whatever it shows)."""
+    layout = _layout(rng, frames, size, sprites, speeds, spec)
+    for _ in range(MAX_ATTEMPTS - 1):
+        if _acceptable(layout):
+            break
+        layout = _layout(rng, frames, size, sprites, speeds, spec)
+    return layout
+
+
 def _layout(
     rng: np.random.Generator, frames: int, size: tuple[int, int], sprites: list[Sprite], speeds: list[float],
     spec: kin.MotionSpec,
@@ -184,12 +196,7 @@ def render_video(
     camera = kin.camera_pan(rng, frames, size, speeds[-1], spec.jitter, margin)
     canvas_shape = (size[0] + 2 * camera.pad, size[1] + 2 * camera.pad)
     canvas = background(rng, canvas_shape, appearance.palette, appearance.bg_colours, appearance.bg_kind)
-    layout = _layout(rng, frames, size, appearance.sprites, speeds, spec)
-    for _ in range(MAX_ATTEMPTS - 1):
-        if _acceptable(layout):
-            break
-        layout = _layout(rng, frames, size, appearance.sprites, speeds, spec)
-
+    layout = _drawn_layout(rng, frames, size, appearance.sprites, speeds, spec)
     bg = compose.background_frames(canvas, camera, size, spec.blur)
     composite, colours = compose.stack(bg, layout.patches, layout.plans, layout.z_order, spec.blur)
     object_rgb = np.zeros((objects, frames, *size, 3), dtype=np.uint8)

@@ -1,0 +1,5 @@
+"""``python -m stcorr.cli``."""
+
+from stcorr.cli import main
+
+main()
