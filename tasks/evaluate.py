@@ -15,6 +15,7 @@ from typing import Any, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from stcorr import console
 from stcorr.compute import init_ray
 from stcorr.config import PipelineConfig
 from stcorr.eval.features import ModelSpec, check_precision, load_model
@@ -106,7 +107,7 @@ def _reuse(cfg: PipelineConfig, fp: str) -> dict[str, Any] | None:
         return None
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=OUTPUT_ARTIFACT)
     tracking.record_skip(cfg, "evaluate", fp, run)
-    print(f"evaluate: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}", flush=True)
+    console.say(f"evaluate: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}")
     return dict(json.loads(Path(local).read_text()))
 
 
