@@ -148,8 +148,9 @@ def duration(seconds: float) -> str:
 def bar(key: str, total: int, unit: str) -> Bar:
     """The open progress display of ``key`` (a stage), or a new one of ``total`` ``unit``s.
 
-    A bar closes when its count reaches its total (or its stage ends); evaluation grows one bar
-    by each (model, benchmark)'s sequences with :meth:`Bar.grow`.
+    A bar made with a total closes when its count reaches it, or when its stage ends; one made
+    with 0 is grown (evaluation: by each model and benchmark's sequences, :meth:`Bar.grow`, in
+    threads that start at different times) and closes only with its stage.
     """
     with CONSOLE.lock:
         found = CONSOLE.bars.get(key)
@@ -167,6 +168,7 @@ class Bar:
         self.info = ""
         self.closed = False
         self.printed = -1  # the last done count written as a plain line
+        self.grown = total == 0  # its total grows: it ends with its stage, not at its total
         self._first: tuple[float, int] | None = None  # (time, done) of the first update
         self._task: Any = None
         if _terminal():
@@ -187,7 +189,7 @@ class Bar:
             if self._first is None:
                 self._first = (time.monotonic(), self.done)
             self._show()
-            if self.total and self.done >= self.total:
+            if not self.grown and self.done >= self.total:
                 self.close()
 
     def rate_eta(self) -> str:
@@ -196,8 +198,9 @@ class Bar:
             return ""
         began, start = self._first
         rate = (self.done - start) / max(time.monotonic() - began, 1e-9)
-        eta = (self.total - self.done) / rate
-        return f"{rate:.2f} {self.unit}s/s  ETA {duration(eta)}"
+        if self.done >= self.total:
+            return f"{rate:.2f} {self.unit}s/s"
+        return f"{rate:.2f} {self.unit}s/s  ETA {duration((self.total - self.done) / rate)}"
 
     def line(self) -> str:
         parts = [self.label, f"{self.unit} {self.done}/{self.total}", self.info, self.rate_eta()]
