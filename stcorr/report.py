@@ -116,7 +116,8 @@ def health_section(outputs: dict[str, Any]) -> list[str]:
     lines = ["## Learning health", ""]
     for stage in ("pretrain", "finetune"):
         found = getattr(outputs.get(stage), "health", ())
-        lines += [f"- {found[0]}", *(f"  - WARNING: {f}" for f in found[1:])] if found else []
+        # findings nested under their stage: 4 spaces, as Python-Markdown reads a nested list
+        lines += [f"- {found[0]}", *(f"    - WARNING: {f}" for f in found[1:])] if found else []
     return lines if len(lines) > 2 else []
 
 

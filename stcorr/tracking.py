@@ -116,13 +116,17 @@ def ui_url(cfg: TrackingConfig, run_id: str, experiment_id: str | None = None) -
         from mlflow import MlflowClient
 
         experiment_id = MlflowClient(resolve_uri(cfg.uri or "")).get_run(run_id).info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/{run_link(experiment_id, run_id)}"
 
 
 def run_link(experiment_id: str, run_id: str) -> str:
-    """A run's page relative to the MLflow UI (``#/experiments/1/runs/ab12...``): it works in
-    the UI's own pages (run descriptions) on whatever host and port serve the store."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page relative to the MLflow UI (``#/experiments/1/runs/ab12...?workflowType=...``):
+    it works in the UI's own pages (run descriptions) on whatever host and port serve the store.
+
+    MLflow 3.17's UI shows every page in its GenAI layout unless the URL (or a toggle the browser
+    remembers) asks for model training; the experiment's kind tag alone does not switch it.
+    """
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 @contextlib.contextmanager
