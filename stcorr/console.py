@@ -22,12 +22,18 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 MARK = "\x1estcorr "  # starts a worker line meant for the console (record separator + name)
 WARNING = "stcorr: warning: "
+
+
+class StcorrWarning(UserWarning):
+    """A Python warning of ours (an unreadable sample skipped): on the console of a captured
+    run, from this process or from a Ray worker, where other libraries' warnings go to the log."""
 
 
 class _Console:
@@ -111,6 +117,15 @@ def capture(path: Path) -> Path:
         os.dup2(fd, 2)
         os.close(fd)
         CONSOLE.log = path
+        original = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, StcorrWarning):
+                warn(str(message))
+            else:
+                original(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
     say(f"log: {path} (Ray, Prefect and MLflow messages)")
     return path
 
@@ -273,9 +288,10 @@ def show_tagged(line: str) -> bool:
         found = bar(data["stage"], int(data["total"]), "step")
         found.update(int(data["step"]), info=str(data.get("info", "")))
         return True
-    if WARNING in line:
-        warn(line[line.index(WARNING):])
-        return True
+    for sign in (WARNING, f"{StcorrWarning.__name__}: "):
+        if sign in line:
+            warn(line.split(sign, 1)[1])
+            return True
     return False
 
 

@@ -57,7 +57,7 @@ def test_worker_lines_ours_to_the_console_once_the_rest_left_for_ray(
     worker = [console.tagged("say", text="pretrain: starting (2 workers, 4 steps)"),
               console.tagged("progress", stage="pretrain", step=1, total=4, info="loss 1.5000"),
               "stcorr: warning: skipped unreadable sample x",
-              "stcorr: warning: skipped unreadable sample x",  # a second rank says it again
+              "/x/reader.py:175: StcorrWarning: skipped unreadable sample x",  # another rank
               "Failed to query Ray Train Controller actor state."]
     rest = [line for line in worker if not console.show_tagged(line)]
     assert rest == ["Failed to query Ray Train Controller actor state."]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcorr.console import StcorrWarning
 from stcorr.data.augment import (
     ClipSpec,
     ViewSpec,
@@ -172,7 +173,7 @@ class _Failures:
         if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
             raise RuntimeError(f"{where}: {self.in_a_row} reads in a row failed; "
                                f"last error: {err}") from err
-        warnings.warn(f"skipped unreadable {where}: {err}", stacklevel=2)
+        warnings.warn(f"skipped unreadable {where}: {err}", StcorrWarning, stacklevel=2)
         return True
 
     def count_successes(self, items: Iterable[Sample]) -> Iterator[Sample]:
