@@ -9,8 +9,8 @@ Ray Train workers reach the console through Ray's log forwarding: rank 0 prints 
 with :data:`MARK` (:func:`tagged`), and :func:`attach_ray` puts a printer in the driver that
 shows those and our ``stcorr: warning:`` lines and hands every other line to Ray's own printer
 (the log file, once captured). Outside a captured run the console is the process's stdout and
-stderr. A live display (``rich``) is drawn only on a terminal; elsewhere a bar is a plain line
-every tenth of its total.
+stderr. A live display (``rich``) is drawn only on a terminal (and not with ``STCORR_PLAIN=1``);
+elsewhere a bar is a plain line every tenth of its total.
 """
 
 from __future__ import annotations
