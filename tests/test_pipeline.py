@@ -102,6 +102,10 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
         assert len(_finished(runs, stage)) == 2, stage  # one per fine-tuning setting
     tags = [r.data.tags for r in runs]
     pipelines = {t["stcorr.pipeline"] for t in tags if t.get("stcorr.stage") == "pipeline"}
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name("stcorr")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     assert len(pipelines) == 2
     reports = []
     for pipeline in pipelines:
@@ -113,11 +117,13 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
             assert f"**{bench}**" in reports[-1]
         assert "## Learning health" in reports[-1] and "pretrain health:" in reports[-1]
         assert "copy first mask" in reports[-1] and "- footage: candidate - lab: " in reports[-1]
-        assert (root / "report.html").is_file() and (root / "loss_curves.png").is_file()
-        assert "http://127.0.0.1:5000/#/experiments/" in reports[-1]  # links open the MLflow UI
+        _check_report(root, reports[-1], parent)
     finetunes = {r.info.run_id for r in _finished(runs, "finetune")}
     assert all(sum(rid in report for rid in finetunes) == 1 for report in reports)  # its own run
     assert "davis" in outputs[0] and "lab" in outputs[0]
+    for output in outputs:
+        _check_console(output, tmp_path)
+    assert sum("pretrain: started" in output.splitlines() for output in outputs) == 1  # one waited
 
     second = _stcorr(tmp_path, "run")
     assert second.returncode == 0, second.stderr[-4000:]
@@ -135,6 +141,40 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
         assert len(_finished(runs, stage)) == 1, stage
     assert len(_finished(runs, "finetune")) == 2
     assert len(_finished(runs, "evaluate")) == 3  # only evaluation ran again
+
+
+INTERNAL = ("pid=", "Failed to query", "TrainingReport", "core_worker", "INFO mlflow", "prefect",
+            "Checkpoint successfully", "Traceback")
+
+
+def _check_console(output: str, cwd: Path) -> None:
+    """Only stcorr's lines, none twice, the table last (then how to open MLflow); the log file
+    holds what Ray, Prefect and MLflow said."""
+    lines = output.splitlines()
+    assert not [line for line in lines if any(sign in line for sign in INTERNAL)], output[-3000:]
+    ours = [line for line in lines if line.strip() and not line.startswith(("|", "#", "- ", "  - "))]
+    assert len(ours) == len(set(ours)), output[-3000:]  # table rows and list items repeat by nature
+    tail = lines[lines.index("## Learning health"):]
+    assert tail[-2].startswith("Open MLflow: stcorr ui") and "| candidate |" in output
+    assert any(line.startswith("finetune: done in ") for line in lines)  # each pipeline fine-tunes
+    assert any(line.startswith("evaluate  sequence ") for line in lines)
+    log = Path(next(line for line in lines if line.startswith("log: ")).split()[1])
+    assert log.is_relative_to(cwd) and "RayTrainWorker pid=" in log.read_text()
+
+
+def _check_report(root: Path, report: str, parent: Any) -> None:
+    """Pictures logged and embedded, Markdown rendered, links relative to the UI, the table as
+    the parent run's description, the run's log file among its artifacts."""
+    for picture in ("loss_curves", "diagnostics", "overlay_footage", "overlay_davis", "overlay_vip",
+                    "overlay_jhmdb"):
+        assert (root / "report" / f"{picture}.png").is_file(), picture
+        assert f"](report/{picture}.png)" in report
+    page = (root / "report.html").read_text()
+    assert "**" not in page and "<strong>footage</strong>" in page and "data:image/png;base64," in page
+    assert ":5000" not in report + page and "](#/experiments/" in report  # no hard-coded UI address
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| candidate |" in note and "](#/experiments/" in note
+    assert len(list((root / "logs").glob("run-*.log"))) == 1
 
 
 def _wait_for_step(proc: subprocess.Popen[str], after: str) -> list[str]:
@@ -187,3 +227,4 @@ def test_sigterm_then_sigkill_during_finetune_then_resume(tmp_path: Path) -> Non
     status = _stcorr(tmp_path, "status")
     assert status.returncode == 0, status.stderr
     assert "finetune" in status.stdout and "FINISHED" in status.stdout
+    assert "models:/stcorr-encoder@candidate" in status.stdout

@@ -133,7 +133,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"stcorr: error: {message}", err=True)
+    from stcorr.runtime import console
+
+    console.error(message)  # the terminal's stderr, also once a run sends stderr to its log
     raise typer.Exit(code)
 
 

@@ -102,7 +102,9 @@ def evaluate(
         from stcorr.eval.calibrate import calibrated_random
 
         spec = calibrated_random(spec, calibrate, cfg.evaluate.random_bn_frames or 64)
-    with removed_on_failure(out):
+    from stcorr.runtime import console
+
+    with removed_on_failure(out), console.stage("evaluate"):  # sequences done/total meanwhile
         result = evaluate_benchmark(benchmark, root, spec, cfg.evaluate, out,
                                     None if no_ray else cfg.compute, size=_size(size))
     typer.echo(results_table([table_row(model, [result])]))

@@ -71,8 +71,7 @@ def shard(
     if kind not in ("images", "videos"):
         raise ConfigError(f"kind: expected 'images' or 'videos', got {kind!r}")
     cfg = _load(config, sets)
-    result = run_shard_stage(cfg, kind, source, out)
-    typer.echo(result.message)
+    run_shard_stage(cfg, kind, source, out)  # its lines and summary are on the console
 
 
 @app.command(epilog=examples("stcorr run",
@@ -126,7 +125,9 @@ def resume(
     cfg = _load(config, sets, profile)
     _check_services(cfg)
     pid = pipeline_id or latest_pipeline(cfg)
-    typer.echo(f"resuming pipeline {pid}")
+    from stcorr.runtime import console
+
+    console.say(f"resuming pipeline {pid}")
     _run_flow(pipeline_config(cfg, pid), pid)
 
 
@@ -198,6 +199,7 @@ def sweep(
     Stages the rows share (shard, pretrain, teacher) run once and are reused.
     """
     from stcorr.objectives.stt import TABLE1_ROWS
+    from stcorr.runtime import console
 
     chosen = rows or list(TABLE1_ROWS)
     unknown = [r for r in chosen if r not in TABLE1_ROWS]
@@ -206,7 +208,7 @@ def sweep(
     _check_services(_load(config, sets, profile))
     for row in chosen:
         overrides = [f"finetune.stt.{key}={_yaml_value(value)}" for key, value in TABLE1_ROWS[row].items()]
-        typer.echo(f"== Table 1 row: {row}")
+        console.say(f"== Table 1 row: {row}")
         _run_flow(_load(config, [*(sets or []), *overrides], profile), None)
 
 
@@ -224,17 +226,25 @@ def _check_services(cfg: PipelineConfig) -> None:
 
 
 def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evaluate") -> None:
-    """Run the flow; SIGINT/SIGTERM checkpoint a running training stage and end the runs KILLED."""
-    from stcorr.runtime import interrupt, prefect_environment, start_ephemeral_server
+    """Run the flow; SIGINT/SIGTERM checkpoint a running training stage and end the runs KILLED.
 
+    From here on the console shows only stcorr's lines; Ray, Prefect and MLflow write to the
+    run's log file (``stcorr.runtime.console``), logged to the pipeline's MLflow run at its end.
+    """
+    import traceback
+
+    from stcorr.runtime import console, interrupt, prefect_environment, start_ephemeral_server
+
+    console.capture(run_log_file(cfg))
     interrupt.install()
     prefect_environment(cfg)
     prefect_ready = start_ephemeral_server()
     from flows.pipeline import run_pipeline
 
     try:
-        typer.echo(run_pipeline(cfg, pipeline_id, until, before_flow=prefect_ready))
+        console.say(run_pipeline(cfg, pipeline_id, until, before_flow=prefect_ready))
     except Exception as exc:
+        traceback.print_exc()  # into the log; the console gets one line (friendly_errors)
         from stcorr.tracking import TrackingError, explain_outage
 
         outage = explain_outage(exc, cfg.tracking)
@@ -242,8 +252,16 @@ def _run_flow(cfg: PipelineConfig, pipeline_id: str | None, until: str = "evalua
             raise
         raise TrackingError(outage) from exc
     except interrupt.Interrupted as stop:
-        typer.echo(f"stcorr: {stop}; runs marked KILLED. Continue with: stcorr resume", err=True)
+        console.CONSOLE.write(f"stcorr: {stop}; runs marked KILLED. Continue with: stcorr resume", err=True)
         raise typer.Exit(128 + stop.signum) from None
+
+
+def run_log_file(cfg: PipelineConfig) -> Path:
+    """``<storage.root>/logs/run-<UTC time>-<pid>.log`` (``work/logs`` for an s3:// root)."""
+    import time
+
+    root = Path("work") if "://" in cfg.storage.root else Path(cfg.storage.root)
+    return root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
 
 
 @app.command("config", epilog=examples("stcorr config", "stcorr config --profile cluster",

@@ -37,7 +37,7 @@ from stcorr.data.augment import (
 )
 from stcorr.data.decode import resolve_backend
 from stcorr.data.webdataset_s3 import init_worker, register_s3
-from stcorr.runtime import is_s3
+from stcorr.runtime import StcorrWarning, is_s3
 
 MAX_FAILURES_IN_A_ROW = 50
 Sample = dict[str, Any]
@@ -172,7 +172,7 @@ class _Failures:
         if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
             raise RuntimeError(f"{where}: {self.in_a_row} reads in a row failed; "
                                f"last error: {err}") from err
-        warnings.warn(f"skipped unreadable {where}: {err}", stacklevel=2)
+        warnings.warn(f"skipped unreadable {where}: {err}", StcorrWarning, stacklevel=2)
         return True
 
     def count_successes(self, items: Iterable[Sample]) -> Iterator[Sample]:

@@ -21,7 +21,6 @@ BatchNorm statistics).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -97,7 +96,9 @@ class ModelSpec:
 
 def warn(message: str) -> None:
     """One warning line on stderr (the CLI's errors use the same prefix)."""
-    print(f"stcorr: warning: {message}", file=sys.stderr, flush=True)
+    from stcorr.runtime import console
+
+    console.warn(message)
 
 
 def load_model(ref: str, *, objective: str | None = None, stride: int = 8,

@@ -36,6 +36,7 @@ from stcorr.eval.protocols import apply_protocol
 from stcorr.eval.readers import MaskSequence, PoseSequence, read_davis, read_jhmdb, read_vip
 from stcorr.eval.sequence import SequenceResult, evaluate_sequence
 from stcorr.models.resnet import read_state
+from stcorr.runtime import console
 
 BENCHMARKS = ("footage", "davis", "vip", "jhmdb")
 PROTOCOL = {"footage": "davis", "davis": "davis", "vip": "vip", "jhmdb": "jhmdb"}  # name -> protocol
@@ -105,8 +106,14 @@ def run_sequences(benchmark: str, seqs: Sequences, spec: ModelSpec, cfg: Evaluat
         ComputeError: Ray cannot be reached; the first failing sequence's own error otherwise.
     """
     state = Path(spec.weights).read_bytes() if spec.weights else None
+    done = console.bar("evaluate", 0, "sequence")  # one display for every model and benchmark
+    done.grow(len(seqs))
     if compute is None:
-        return [_sequence_task(benchmark, s, spec, state, cfg, pred_dir, size) for s in seqs]
+        results = []
+        for s in seqs:
+            results.append(_sequence_task(benchmark, s, spec, state, cfg, pred_dir, size))
+            done.update(advance=1)
+        return results
     import ray
 
     from stcorr.runtime import init_ray
@@ -116,6 +123,10 @@ def run_sequences(benchmark: str, seqs: Sequences, spec: ModelSpec, cfg: Evaluat
     state_ref = ray.put(state)
     futures = [task.remote(benchmark, s, spec, state_ref, cfg, pred_dir, size) for s in seqs]
     try:
+        pending = list(futures)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done.update(advance=len(ready))
         return list(ray.get(futures))
     except ray.exceptions.RayTaskError as err:  # re-raise the sequence's one-line error
         for future in futures:

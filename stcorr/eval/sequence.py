@@ -142,9 +142,9 @@ def _write_masks(out_dir: Path | None, name: str, annotations: tuple[Path, ...],
         write_palette_png(folder / ann.name, pred)
 
 
-def _pictures(result: SequenceResult, drawn: list[np.ndarray], enabled: bool) -> None:
+def _pictures(result: SequenceResult, drawn: list[np.ndarray], enabled: bool, model: str) -> None:
     if enabled:
-        result.strip = vis.strip_png(drawn)
+        result.strip = vis.strip_png(drawn, label=model)
         result.animation = vis.animated_gif(drawn)
 
 
@@ -162,7 +162,7 @@ def evaluate_davis(seq: MaskSequence, extractor: FeatureExtractor, cfg: Evaluate
                             rows=[{"Sequence": f"{seq.name}_{k}", **r}
                                   for k, r in enumerate(records, start=1)])
     _pictures(result, [vis.overlay_ids(f, p) for f, p in zip(frames, preds, strict=True)],
-              visualize)
+              visualize, extractor.spec.name)
     return result
 
 
@@ -183,7 +183,7 @@ def evaluate_vip(seq: MaskSequence, extractor: FeatureExtractor, cfg: EvaluateCo
     result = SequenceResult("vip", seq.name, len(frames), confusion=confusion.matrix,
                             rows=[{"Sequence": seq.name, "mIoU": confusion.miou()}])
     _pictures(result, [vis.overlay_ids(f, p) for f, p in zip(frames, preds, strict=True)],
-              visualize)
+              visualize, extractor.spec.name)
     return result
 
 
@@ -194,7 +194,7 @@ def evaluate_jhmdb(seq: PoseSequence, extractor: FeatureExtractor, cfg: Evaluate
     frames = load_frames(seq.frames)
     if extractor.spec.kind == "copy":
         return _jhmdb_result(seq, frames, np.repeat(seq.joints[:1], len(frames), axis=0), out_dir,
-                             visualize)
+                             visualize, extractor.spec.name)
     height, width = frames.shape[1:3]
     feats = extractor(squash(frames, size))  # (T, C, h, w)
     h, w = feats.shape[2:]
@@ -203,11 +203,11 @@ def evaluate_jhmdb(seq: PoseSequence, extractor: FeatureExtractor, cfg: Evaluate
     soft = propagate_labels(feats, first, cfg)
     pred = np.stack([seq.joints[0], *(_to_pixels(decode_keypoints(soft[t, 1:], topk=JHMDB_TOPK),
                                                  cells) for t in range(1, len(soft)))])
-    return _jhmdb_result(seq, frames, pred, out_dir, visualize)
+    return _jhmdb_result(seq, frames, pred, out_dir, visualize, extractor.spec.name)
 
 
 def _jhmdb_result(seq: PoseSequence, frames: np.ndarray, pred: np.ndarray, out_dir: Path | None,
-                  visualize: bool) -> SequenceResult:
+                  visualize: bool, model: str) -> SequenceResult:
     """Save ``pred`` ``(T, 15, 2)`` (pixels), score it, draw it."""
     if out_dir is not None:
         (out_dir / seq.name).mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def _jhmdb_result(seq: PoseSequence, frames: np.ndarray, pred: np.ndarray, out_d
     result = SequenceResult("jhmdb", seq.name, len(frames), keypoints=(pred, seq.joints),
                             rows=[{"Sequence": seq.name, **scores}])
     _pictures(result, [vis.draw_skeleton(f, j) for f, j in zip(frames, pred, strict=True)],
-              visualize)
+              visualize, model)
     return result
 
 

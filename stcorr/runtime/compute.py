@@ -31,6 +31,9 @@ def ray_env(compute: ComputeConfig) -> dict[str, str]:
             "RAY_AUTH_MODE", "disabled" if compute.ray_address is None else "token"
         ),
         "RAY_TRAIN_V2_ENABLED": "1",
+        # Train V2 turns a worker's print into a log record that Ray prints as well: every line
+        # twice. Plain prints reach the driver once (stcorr.runtime.console shows rank 0's).
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
         # Keep relative paths (work/...) meaning the same inside Ray Train workers.
         "RAY_CHDIR_TO_TRIAL_DIR": "0",
     }
@@ -75,6 +78,9 @@ def _init_ray(compute: ComputeConfig, **extra: Any) -> None:
             f"compute.ray_address: could not connect to Ray at {where} ({exc}); start it with "
             "`ray start --head` or set compute.ray_address to null for a local Ray"
         ) from None
+    from stcorr.runtime.console import attach_ray
+
+    attach_ray()  # rank 0's progress and our warnings to the console, Ray's lines to its printer
     if threading.current_thread() is threading.main_thread() and keep is not None:
         # ray.init installs sys.exit; keep ours (stcorr.runtime.interrupt)
         signal.signal(signal.SIGTERM, keep)

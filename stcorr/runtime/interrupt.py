@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -42,8 +41,10 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         pending = {stage: stop for stage, stop in _stoppable.items() if stage not in _stopped}
         _stopped.update(dict.fromkeys(pending, signum))
     if pending:
-        print(f"{name}: asking {', '.join(pending)} to checkpoint and stop (send it again to stop now)",
-              file=sys.stderr, flush=True)
+        from stcorr.runtime.console import CONSOLE
+
+        CONSOLE.write(f"{name}: asking {', '.join(pending)} to checkpoint and stop (send it again to "
+                      "stop now)", err=True)
         for request_stop in pending.values():
             request_stop()
         return

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from stcorr.config import PipelineConfig, fingerprint
+from stcorr.runtime import console
 
 
 def resolve_sources(cfg: PipelineConfig) -> dict[str, str]:
@@ -45,7 +46,7 @@ def _synthetic_roots(cfg: PipelineConfig) -> dict[str, Path]:
     out = Path(cfg.data.synthetic_root) / fingerprint(cfg.data.synth, __version__)[:12]
     stamp = out / "roots.json"
     if not stamp.is_file():
-        print(f"generating synthetic data in {out} (seed {cfg.data.synth.seed}) ...", flush=True)
+        console.say(f"generating synthetic data in {out} (seed {cfg.data.synth.seed}) ...")
         tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
         roots = generate(tmp, cfg.data.synth)
         (tmp / "roots.json").write_text(json.dumps({k: str(p.relative_to(tmp)) for k, p in roots.items()}))
@@ -54,7 +55,7 @@ def _synthetic_roots(cfg: PipelineConfig) -> dict[str, Path]:
         except OSError:  # another pipeline finished first: use its copy
             shutil.rmtree(tmp, ignore_errors=True)
     else:
-        print(f"synthetic data up to date in {out} (seed {cfg.data.synth.seed})")
+        console.say(f"synthetic data up to date in {out} (seed {cfg.data.synth.seed})")
     return {name: out / rel for name, rel in json.loads(stamp.read_text()).items()}
 
 
@@ -68,9 +69,9 @@ def _footage_root(cfg: PipelineConfig) -> Path:
     footage = cfg.data.footage
     out = Path(cfg.data.synthetic_root) / f"footage-{fingerprint(footage, __version__)[:12]}"
     if (out / "sequences.json").is_file():
-        print(f"footage benchmark up to date in {out} (seed {footage.seed})")
+        console.say(f"footage benchmark up to date in {out} (seed {footage.seed})")
         return out
-    print(f"writing the footage benchmark in {out} (seed {footage.seed}) ...", flush=True)
+    console.say(f"writing the footage benchmark in {out} (seed {footage.seed}) ...")
     tmp = write_footage(out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}"), footage)
     try:
         tmp.rename(out)

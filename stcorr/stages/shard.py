@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stcorr.config import PipelineConfig, fingerprint
 from stcorr.data.preview import sample_grid
 from stcorr.data.shard_stage import shard_source
-from stcorr.runtime import storage_from_config
+from stcorr.runtime import console, storage_from_config
 
 
 def shard_url(cfg: PipelineConfig, kind: str, source: str) -> str:
@@ -26,10 +27,26 @@ def run_shard_stage(cfg: PipelineConfig, kind: str, source: str, out: str | None
     """Shard one source (skipped when its shards are up to date) and log the manifest to MLflow."""
     out_url = out or shard_url(cfg, kind, source)
     began = time.perf_counter()
-    result = shard_source(kind, source, out_url, cfg.shard, cfg.storage, cfg.compute, progress=print)
-    if cfg.tracking.uri is not None:
-        _log(cfg, kind, result, time.perf_counter() - began)
+    with console.stage(f"shard {kind}"):
+        result = shard_source(kind, source, out_url, cfg.shard, cfg.storage, cfg.compute,
+                              progress=_progress(kind))
+        if cfg.tracking.uri is not None:
+            _log(cfg, kind, result, time.perf_counter() - began)
     return result
+
+
+def _progress(kind: str) -> Callable[[str], None]:
+    """The shard stage's lines as a progress display: ``shard 3/40 written: ...`` advances it
+    (one per finished shard), the others (summary, re-sharding) are lines."""
+
+    def show(line: str) -> None:
+        head = line.split(" ", 2)
+        if head[0] == "shard" and "/" in head[1]:
+            console.bar(f"shard {kind}", int(head[1].split("/")[1]), "shard").update(advance=1)
+        else:
+            console.say(f"shard {kind}: {line}")
+
+    return show
 
 
 def _log(cfg: PipelineConfig, kind: str, result: Any, seconds: float) -> None:

@@ -15,7 +15,7 @@ from stcorr.tracking.registry import (
     resolve_encoder,
     resolve_init,
 )
-from stcorr.tracking.report import reproduction_section
+from stcorr.tracking.report import reproduction_section, to_html
 from stcorr.tracking.stage_cache import (
     StageOutput,
     claim,
@@ -72,5 +72,6 @@ __all__ = [
     "shard_urls",
     "stage_fingerprint",
     "stage_run",
+    "to_html",
     "warn_setup",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stcorr.config import PipelineConfig
+from stcorr.runtime import console
 from stcorr.tracking import stage_runs
 
 STAGES = ("shard", "pretrain", "teacher", "finetune", "evaluate")
@@ -42,7 +43,7 @@ def pipeline_run(cfg: PipelineConfig, pipeline_id: str) -> Iterator[str]:
         run_id = client.create_run(experiment_id, run_name=f"pipeline-{pipeline_id}", tags=tags).info.run_id
         client.log_dict(run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
     stage_runs.set_pipeline(pipeline_id, run_id)
-    print(f"pipeline {pipeline_id}: MLflow run {run_id}", flush=True)
+    console.say(f"pipeline {pipeline_id}: MLflow run {run_id}")
     status = "FAILED"
     try:
         yield run_id
@@ -51,6 +52,10 @@ def pipeline_run(cfg: PipelineConfig, pipeline_id: str) -> Iterator[str]:
         status = "KILLED"
         raise
     finally:
+        log = console.log_path()
+        if log is not None:  # Ray's, Prefect's and MLflow's lines of this run, so far
+            with contextlib.suppress(Exception):  # a lost store: end_run reports it
+                client.log_artifact(run_id, str(log), "logs")
         stage_runs.end_run(client, run_id, status)
 
 

@@ -1,13 +1,13 @@
 """The pipeline report: results table (this run vs baselines vs the papers), loss curves, links.
 
-Written into the pipeline's parent MLflow run as ``report.md``, ``report.html`` and
-``loss_curves.png``; the Markdown table is also what `stcorr run` prints.
+Written into the pipeline's parent MLflow run as ``report.md``, ``report.html`` and the pictures
+under ``report/`` (``stcorr.tracking.report_figures``); the results table with links to the stage runs is
+the run's description, and the Markdown table is also what `stcorr run` prints.
 """
 
 from __future__ import annotations
 
-import html
-import io
+import base64
 from typing import Any
 
 from stcorr.config import PipelineConfig
@@ -26,6 +26,7 @@ HEADLINE = {"footage": ["J&F-Mean", "J-Mean", "F-Mean"], "davis": ["J&F-Mean", "
             "vip": ["mIoU"], "jhmdb": ["PCK@0.1", "PCK@0.2"]}
 MODEL_ORDER = ("candidate", "teacher", "random", "lab", "copy")
 MODEL_LABEL = {"copy": "copy first mask", "lab": "Lab pixels", "random": "random encoder"}
+FIGURES = "report"  # the pictures' artifact folder in the parent run
 
 
 def benchmark_title(cfg: PipelineConfig, bench: str) -> str:
@@ -115,56 +116,71 @@ def health_section(outputs: dict[str, Any]) -> list[str]:
     lines = ["## Learning health", ""]
     for stage in ("pretrain", "finetune"):
         found = getattr(outputs.get(stage), "health", ())
-        lines += [f"- {found[0]}", *(f"  - WARNING: {f}" for f in found[1:])] if found else []
+        # findings nested under their stage: 4 spaces, as Python-Markdown reads a nested list
+        lines += [f"- {found[0]}", *(f"    - WARNING: {f}" for f in found[1:])] if found else []
     return lines if len(lines) > 2 else []
 
 
-def loss_curves_png(cfg: PipelineConfig, run_ids: dict[str, str]) -> bytes | None:
-    """Training loss of each training stage's run, one panel per stage."""
-    import matplotlib
+def figures(client: Any, run_ids: dict[str, str | None], evaluate: dict[str, Any]) -> dict[str, bytes]:
+    """``{artifact path: PNG}``: loss curves, diagnostics and one overlay strip per benchmark."""
+    from stcorr.tracking import report_figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from mlflow import MlflowClient
+    training = {k: v for k, v in run_ids.items() if k in ("pretrain", "finetune") and v}
+    pictures = {
+        f"{FIGURES}/loss_curves.png": report_figures.loss_curves_png(client, training),
+        f"{FIGURES}/diagnostics.png": report_figures.diagnostics_png(client, training),
+    }
+    for bench, strip in report_figures.overlay_strips(evaluate).items():
+        pictures[f"{FIGURES}/overlay_{bench}.png"] = strip.read_bytes()
+    return {path: png for path, png in pictures.items() if png}
 
-    client = MlflowClient(stage_runs.resolve_uri(cfg.tracking.uri or ""))
-    stages = {s: r for s, r in run_ids.items() if r}
-    if not stages:
-        return None
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.2), squeeze=False)
-    for ax, (stage, run_id) in zip(axes[0], stages.items(), strict=True):
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
-        ax.plot([s for s, _ in history], [v for _, v in history])
-        ax.set_title(f"{stage} loss")
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+
+def figures_section(pictures: dict[str, bytes]) -> list[str]:
+    """Markdown images of the pictures, with what each shows."""
+    captions = {"loss_curves": "Training loss of each training stage",
+                "diagnostics": "Learning diagnostics against their 'learned nothing' level"}
+    lines = ["## Pictures", ""]
+    for path in pictures:
+        name = path.rsplit("/", 1)[-1].removesuffix(".png")
+        bench = name.removeprefix("overlay_")
+        caption = captions.get(name, f"{bench}: the candidate's predicted masks on its first "
+                                     "sequence (model, frame index above each frame)")
+        lines += [f"{caption}:", "", f"![{caption}]({path})", ""]
+    return lines if pictures else []
 
 
 def write_report(cfg: PipelineConfig, parent_run_id: str, outputs: dict[str, Any]) -> str:
-    """Log report.md, report.html and loss_curves.png to the parent run; return the Markdown table."""
+    """Log report.md, report.html (pictures inline) and the pictures to the parent run; make the
+    results table with links to the stage runs the run's description; return the table.
+
+    Links are relative to the MLflow UI (``#/experiments/...``): they work on whatever host and
+    port serve the store.
+    """
     from mlflow import MlflowClient
 
+    client = MlflowClient(stage_runs.resolve_uri(cfg.tracking.uri or ""))
     evaluate = outputs.get("evaluate", {})
     summaries: dict[str, dict[str, dict[str, float]]] = evaluate.get("summaries", {})
     reproduction = reproduction_section(cfg, evaluate)
-    table = "\n".join([markdown_table(cfg, summaries), "", *ranking_section(evaluate), "",
-                       *reproduction, *([""] if reproduction else []), *health_section(outputs)])
-    run_ids = {
-        name: getattr(outputs.get(name), "run_id", None) for name in ("pretrain", "teacher", "finetune")
-    }
-    run_ids["evaluate"] = outputs.get("evaluate", {}).get("run_id")
-    links = [f"- {stage}: {stage_runs.ui_url(cfg.tracking, rid)}" for stage, rid in run_ids.items() if rid]
-    markdown = "\n".join(["# stcorr pipeline report", "", table, "", "## Stage runs", "", *links, ""])
-    client = MlflowClient(stage_runs.resolve_uri(cfg.tracking.uri or ""))
+    results = markdown_table(cfg, summaries)
+    table = "\n".join([results, "", *ranking_section(evaluate), "", *reproduction,
+                       *([""] if reproduction else []), *health_section(outputs)])
+    run_ids = {name: getattr(outputs.get(name), "run_id", None)
+               for name in ("pretrain", "teacher", "finetune")}
+    run_ids["evaluate"] = evaluate.get("run_id")
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    links = [f"- [{stage}]({stage_runs.run_link(experiment, rid)}) run {rid}"
+             for stage, rid in run_ids.items() if rid]
+    pictures = figures(client, run_ids, evaluate)
+    markdown = "\n".join(["# stcorr pipeline report", "", table, "", *figures_section(pictures),
+                          "## Stage runs", "", *links, ""])
+    for path, png in pictures.items():
+        stage_runs.StageRun(client, parent_run_id).log_bytes(png, path)
     client.log_text(parent_run_id, markdown, "report.md")
-    client.log_text(parent_run_id, _html(markdown), "report.html")
-    png = loss_curves_png(cfg, {k: v for k, v in run_ids.items() if k in ("pretrain", "finetune") and v})
-    if png is not None:
-        stage_runs.StageRun(client, parent_run_id).log_bytes(png, "loss_curves.png")
+    client.log_text(parent_run_id, to_html(markdown, pictures), "report.html")
+    note = "\n".join([results, "", "## Stage runs", "", *links, "",
+                      "The full report (rankings, learning health, pictures): report.html in Artifacts."])
+    client.set_tag(parent_run_id, "mlflow.note.content", note[:8000])  # MLflow's tag value limit
     for bench, models in summaries.items():
         for model, values in models.items():
             for metric, value in values.items():
@@ -176,38 +192,19 @@ def _metric_key(name: str) -> str:
     return name.replace("&", "").replace("@", "_at_")
 
 
-def _linked(text: str) -> str:
-    """Escape ``text`` and turn its http(s) URLs into links."""
-    words = [f"<a href='{html.escape(w)}'>{html.escape(w)}</a>" if w.startswith(("http://", "https://"))
-             else html.escape(w) for w in text.split(" ")]
-    return " ".join(words)
+def to_html(markdown: str, pictures: dict[str, bytes]) -> str:
+    """The report as a standalone HTML page: Markdown rendered (Python-Markdown, tables), the
+    pictures inline as data URIs (MLflow shows HTML artifacts in a sandboxed frame that cannot
+    fetch other artifacts)."""
+    import markdown as md  # type: ignore[import-untyped]
+
+    body = md.markdown(markdown, extensions=["tables"])
+    for path, png in pictures.items():
+        body = body.replace(f'src="{path}"', f'src="data:image/png;base64,{base64.b64encode(png).decode()}"')
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>stcorr report</title>" \
+           f"<style>{_STYLE}</style></head><body>{body}</body></html>"
 
 
-def _html(markdown: str) -> str:
-    """A minimal HTML rendering: headings, tables and lists (no extra dependency)."""
-    body = []
-    in_table = False
-    for line in markdown.splitlines():
-        if line.startswith("|") and not line.startswith("|---"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if not in_table:
-                body.append("<table border='1' cellpadding='4'>")
-                in_table = True
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            continue
-        if line.startswith("|---"):
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("- "):
-            body.append(f"<li>{_linked(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    return "<html><body>" + "\n".join(body) + "</body></html>"
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;line-height:1.4}"
+          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px}"
+          "img{max-width:100%}")

@@ -13,7 +13,7 @@ from typing import Any
 from stcorr import __version__
 from stcorr.config import PipelineConfig, fingerprint
 from stcorr.data.manifest import load_manifest, verify_shards
-from stcorr.runtime import storage_from_config
+from stcorr.runtime import console, storage_from_config
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,16 @@ class _NoRun:
 
 @contextlib.contextmanager
 def maybe_stage_run(cfg: PipelineConfig, stage: str, fp: str, pipeline: str = "") -> Iterator[Any]:
-    """The stage's MLflow run, or a no-op stand-in when tracking is disabled."""
+    """The stage's MLflow run, or a no-op stand-in when tracking is disabled; the console shows
+    the stage's start and its duration."""
     if cfg.tracking.uri is None:
-        yield _NoRun()
+        with console.stage(stage):
+            yield _NoRun()
         return
     from stcorr.tracking import stage_runs
 
-    with stage_runs.stage_run(cfg, stage, fp, run_name=f"{stage}-{fp[:8]}", pipeline=pipeline) as run:
+    with console.stage(stage), stage_runs.stage_run(cfg, stage, fp, run_name=f"{stage}-{fp[:8]}",
+                                                    pipeline=pipeline) as run:
         yield run
 
 
@@ -87,12 +90,11 @@ def register(
 
 def warn_setup(stage: str, context: dict[str, Any]) -> None:
     """Print the problems training would have, before it starts (``stcorr.train.health``)."""
-    import sys
-
+    from stcorr.runtime import console
     from stcorr.train.health import setup_warnings
 
     for line in setup_warnings(stage, context):
-        print(f"stcorr: warning: {stage}: {line}", file=sys.stderr, flush=True)
+        console.warn(f"{stage}: {line}")
 
 
 def record_health(run: Any, stage: str, extras: dict[str, str], context: dict[str, Any]) -> tuple[str, ...]:
@@ -102,17 +104,17 @@ def record_health(run: Any, stage: str, extras: dict[str, str], context: dict[st
         The summary line and one line per finding (each also a ``stcorr: warning:`` on stderr).
     """
     import math
-    import sys
 
+    from stcorr.runtime import console
     from stcorr.train.health import HEALTH_FILE, assess
 
     health = assess(stage, json.loads(extras.get(HEALTH_FILE, "[]")), context)
     run.log_metrics({f"health/{k}": v for k, v in health.summary.items() if math.isfinite(v)})
     run.set_tags({"stcorr.health": "ok" if health.learned and not health.findings else "warn",
                   "stcorr.health.findings": " | ".join(health.findings)[:4000]})
-    print(health.line(), flush=True)
+    console.say(health.line())
     for finding in health.findings:
-        print(f"stcorr: warning: {stage}: {finding}", file=sys.stderr, flush=True)
+        console.warn(f"{stage}: {finding}")
     return (health.line(), *health.findings)
 
 
@@ -141,7 +143,7 @@ def reuse(cfg: PipelineConfig, stage: str, fp: str,
         return None
     out = (load or _load_output)(run)
     stage_runs.record_skip(cfg, stage, fp, run)
-    print(f"{stage}: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}", flush=True)
+    console.say(f"{stage}: up to date (fingerprint {fp[:12]}); reusing run {run.info.run_id}")
     return out
 
 
@@ -168,8 +170,8 @@ def claim(cfg: PipelineConfig, stage: str, fp: str, find: Callable[[], Any] | No
     from stcorr.runtime import lease
 
     def waiting(holder: dict[str, Any]) -> None:
-        print(f"{stage}: the same stage is running in process {holder.get('pid')} on "
-              f"{holder.get('host')}; waiting for it to finish", flush=True)
+        console.say(f"{stage}: the same stage is running in process {holder.get('pid')} on "
+                    f"{holder.get('host')}; waiting for it to finish")
 
     storage = storage_from_config(cfg.storage)
     with lease(storage, f"{cfg.storage.root.rstrip('/')}/locks/{stage}-{fp[:16]}.json", on_wait=waiting):

@@ -91,15 +91,21 @@ def setup(cfg: TrackingConfig) -> str:
         with _sqlite_lock(uri):  # two pipelines creating one SQLite store race in its migrations
             experiment = mlflow.get_experiment_by_name(cfg.experiment)
             if experiment is not None:
+                if KIND_TAG not in experiment.tags:  # made before stcorr set it
+                    mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
                 return str(experiment.experiment_id)
             location = artifact_root(cfg.artifact_location)
-            return str(mlflow.create_experiment(cfg.experiment, artifact_location=location))
+            return str(mlflow.create_experiment(cfg.experiment, artifact_location=location,
+                                                tags={KIND_TAG: KIND}))
     except Exception as exc:  # MLflow raises many types for a dead server; report one line
         raise TrackingError(
             f"tracking.uri: cannot use MLflow store {uri} ({type(exc).__name__}: {exc})"
         ) from None
 
 
+# The experiment's kind for MLflow 3's UI: a model-training experiment opens on its runs, not on
+# the GenAI (traces) view (the tag and value its UI reads, mlflow 3.17).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 UI_PORT = 5000  # where `stcorr ui` serves a local store
 
 
@@ -110,7 +116,17 @@ def ui_url(cfg: TrackingConfig, run_id: str, experiment_id: str | None = None) -
         from mlflow import MlflowClient
 
         experiment_id = MlflowClient(resolve_uri(cfg.uri or "")).get_run(run_id).info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/{run_link(experiment_id, run_id)}"
+
+
+def run_link(experiment_id: str, run_id: str) -> str:
+    """A run's page relative to the MLflow UI (``#/experiments/1/runs/ab12...?workflowType=...``):
+    it works in the UI's own pages (run descriptions) on whatever host and port serve the store.
+
+    MLflow 3.17's UI shows every page in its GenAI layout unless the URL (or a toggle the browser
+    remembers) asks for model training; the experiment's kind tag alone does not switch it.
+    """
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 @contextlib.contextmanager
@@ -250,7 +266,7 @@ def record_skip(cfg: PipelineConfig, stage: str, fingerprint: str, reused: Any) 
 
     experiment_id = setup(cfg.tracking)
     client = MlflowClient()
-    link = ui_url(cfg.tracking, reused.info.run_id, reused.info.experiment_id)
+    link = run_link(reused.info.experiment_id, reused.info.run_id)
     tags = {
         TAG_STAGE: stage,
         TAG_PIPELINE: _PIPELINE.get("id", ""),

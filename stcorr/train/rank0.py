@@ -1,5 +1,8 @@
 """Side effects on rank 0 only, behind one helper: printing, MLflow metrics, images, system metrics.
 
+Printed lines are tagged for the driver's console (``stcorr.runtime.console``): Ray forwards them, and the
+driver shows them as a line or as the stage's progress display instead of passing them to the log.
+
 The driver opens the stage's MLflow run and passes its id; rank 0 writes into that run from
 inside the Ray Train worker (Ray Train V2 has no MLflow callback; docs/stack.md 1.3).
 
@@ -20,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from stcorr.runtime import tagged
+
 
 class Rank0:
     """Logs only when ``rank == 0``; every method is a no-op elsewhere."""
@@ -32,7 +37,6 @@ class Rank0:
         self._client: Any = None
         self._monitor: Any = None
         self._run_id = run_id
-        self._started = time.monotonic()
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future[Any]] = []
         if self.enabled and tracking_uri and run_id:
@@ -44,8 +48,9 @@ class Rank0:
                 self._monitor = _start_system_metrics(run_id, tracking_uri)
 
     def print(self, message: str) -> None:
+        """A line for the driver's console (``stcorr.runtime.console``), not for the log."""
         if self.enabled:
-            print(message, flush=True)
+            print(tagged("say", text=message), flush=True)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         if self._client is None:
@@ -71,15 +76,12 @@ class Rank0:
         image = Image.fromarray(array)  # log_image writes it as PNG (the file's extension)
         self._submit(lambda: self._client.log_image(self._run_id, image, artifact_file=artifact_file))
 
-    def progress(self, step: int, total: int, start_step: int, loss: float) -> None:
-        """A line with rate and ETA (the CLI's progress for long stages)."""
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self._started
-        done = step + 1 - start_step
-        rate = done / max(elapsed, 1e-9)
-        eta = (total - step - 1) / max(rate, 1e-9)
-        print(f"  step {step + 1}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  ETA {eta:.0f} s", flush=True)
+    def progress(self, stage: str, step: int, total: int, loss: float) -> None:
+        """Step ``step + 1`` of ``total`` for the stage's progress display on the driver, which
+        adds the rate and ETA (``stcorr.runtime.console``)."""
+        if self.enabled:
+            print(tagged("progress", stage=stage, step=step + 1, total=total, info=f"loss {loss:.4f}"),
+                  flush=True)
 
     def flush(self) -> None:
         """Wait for every queued MLflow call; raise the first one that failed."""

@@ -180,7 +180,7 @@ class _Loop:
             )
             log.metrics(scalars, step + 1)
             stage.history.append({"step": float(step + 1), **scalars})  # health.json: learned anything?
-            log.progress(step, stage.steps, 0, scalars["loss"])
+            log.progress(stage.name, step, stage.steps, scalars["loss"])
         image_every = getattr(section, "image_every", 0)
         if log.enabled and image_every and ((step + 1) % image_every == 0 or step == 0):
             panel = stage.panel(out, batch)
