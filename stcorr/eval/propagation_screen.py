@@ -5,20 +5,22 @@ the one the module docstring of ``stcorr.eval.propagation`` describes (CRW, Jabr
 NeurIPS 2020, Sec. 3.4; STT, Li & Liu, CVPR 2023, Sec. 4.1); only how each target cell's
 top-k is found differs:
 
-1. screen: every affinity of the frame's candidates is computed in bfloat16 (plain 2-D
-   GEMMs, AMX/AVX512-BF16 via oneDNN: ~8x float32 on this class of CPU). A tile's key region
-   is contiguous in a banded bf16 ring, ``(n_tx, H, side, m, C)``: band ``tx`` holds the
-   ``side`` key columns tile column ``tx`` reaches, in every slot (4x the ring's bytes);
-2. select: the exact top-k' (k' = ``SCREEN_MARGIN`` * k) of the screened values, found
-   without sorting all candidates: the top-k' elements lie in the k' blocks (one key row of
-   one slot; one key row of frame 0) with the largest maxima, so only those blocks' elements
-   are ranked;
+1. screen: every candidate's ``<q, k> - 1`` (``shifted``) is computed in bfloat16 by plain
+   2-D GEMMs (AMX/AVX512-BF16 via oneDNN: ~8x float32 here; bf16 ``bmm`` is not routed
+   there and runs ~50x slower). A tile's key region is one contiguous matrix of a banded
+   bf16 ring, ``(n_tx, H, side, m, C')``: band ``tx`` holds the ``side`` key columns tile
+   column ``tx`` reaches, in every slot (~4x the ring's bytes);
+2. select: the top-k' (k' = ``SCREEN_MARGIN`` * k) of the screened values, found without
+   sorting all ~27,000 candidates of a cell: the top-k' elements lie in the k' blocks with
+   the largest maxima (a block: one key cell in every slot; ``FIRST_BLOCK`` cells of frame
+   0), so only those blocks' elements are ranked;
 3. re-score: the k' candidates' affinities are recomputed from the exact keys (a gather and
    a dot product in the dtype of ``feats``) and the top-k of those is kept.
 
-The result equals float32 propagation unless bf16 rounding (~1e-3 on a unit-norm affinity)
-pushes one of a cell's true top-k below k' others; benchmarks/evaluation.py measures how
-often argmax changes (docs/benchmarks.md).
+The result equals float32 propagation unless bf16 rounding (~1e-3 on a unit-norm affinity
+before the shift, ~1e-4 after) pushes one of a cell's true top-k below k' others: a
+near-tie. docs/methods.md 3.1 gives the measured rates; benchmarks/evaluation.py reports the
+argmax agreement with the dense float32 computation.
 """
 
 from __future__ import annotations
