@@ -36,19 +36,21 @@ writing) in float32, the default: >= 1 means features and writing take no more t
 the evaluation's time (the name keeps the issue's wording; it is computed on CPU-seconds).
 
 Part 2, propagation alone, on the float32 features of the first sequence (saved by the first
-float32 child, outside its timed phases): ``stcorr.eval.propagation.propagate`` vs the plain
-dense per-frame approach, ``dense_propagate`` of ``benchmarks/propagation.py`` (its timed worker
-``timed_propagation`` is reused), each in its own subprocess, alternating. Ratios:
+float32 child, outside its timed phases): ``stcorr.eval.propagation.propagate`` as the harness
+runs it (``evaluate.screen: bfloat16`` where bf16 is native), the same with ``screen="off"``
+(``stcorr_exact``: what the screen buys, ``screen_speedup``) and the plain dense per-frame
+approach, ``dense_propagate`` of ``benchmarks/propagation.py`` (its timed worker
+``timed_propagation`` is reused), each in its own subprocess, one after the other. Ratios:
 ``stcorr_vs_dense_speed`` (CPU-seconds over the whole sequence, context filling included;
 ``wall_stcorr_vs_dense_speed`` and the per-frame ``steady_...`` of the frames with a full
 context alongside) and
-``argmax_agreement`` (over frames 1..). Propagation always runs in float32 (``evaluate.precision``
-covers the encoder only), so part 2 has one stcorr contender.
+``argmax_agreement`` (over frames 1..; ``exact_argmax_agreement`` for ``stcorr_exact``).
+``evaluate.precision`` covers the encoder only, so part 2 runs on float32 features.
 
 Sizes: full = 2 sequences x 40 frames, part 1 twice per precision (median), part 2 one
-stcorr / dense pair (the dense approach takes seconds per frame with a full context; 19 of the
+run per contender (the dense approach takes seconds per frame with a full context; 19 of the
 39 target frames have one); ``--quick`` = 1 sequence x 10 frames, part 1 once per precision,
-part 2 one pair (its 9 target frames all have a filling context, where the dense approach is
+part 2 one run each (its 9 target frames all have a filling context, where the dense approach is
 cheapest, so its speed ratio is lower than a full run's). Exit code 0 whatever ``pass`` says.
 
     python benchmarks/evaluation.py [--quick] [--out FILE.json]
@@ -278,6 +280,10 @@ def report(e2e: dict[str, dict[str, float]], prop: dict[str, dict[str, float]],
     figures["steady_stcorr_vs_dense_speed"] = round(
         dense["steady_frame_s"] / prop["stcorr_float32"]["steady_frame_s"], 2)
     figures["max_abs_diff"] = round(agree["float32"]["max_abs_diff"], 6)
+    figures["exact_argmax_agreement"] = round(agree["exact"]["argmax_agreement"], 6)
+    figures["exact_max_abs_diff"] = round(agree["exact"]["max_abs_diff"], 6)
+    figures["screen_speedup"] = round(  # bf16 screen over every affinity in float32, CPU-s
+        prop["stcorr_exact_float32"]["cpu_seconds"] / prop["stcorr_float32"]["cpu_seconds"], 2)
     for prefix in ("", "wall_"):
         figures[f"e2e_bf16_vs_float32_speed{'_' + prefix[:-1] if prefix else ''}"] = round(
             e2e["bfloat16"][f"{prefix}frames_per_s"] / e2e["float32"][f"{prefix}frames_per_s"], 2)
@@ -324,7 +330,7 @@ def markdown(result: dict[str, Any], e2e: dict[str, dict[str, float]],
     lines += [f"| **{k}** | **{v}** | >= {result['targets'][k]} |"
               for k, v in result["ratios"].items()]
     lines += [f"| {k} (no target) | {v} | |" for k, v in result["figures"].items()
-              if k.startswith(("wall_", "steady_", "e2e_bf16"))]
+              if k.startswith(("wall_", "steady_", "e2e_bf16", "screen_", "exact_"))]
     share = {f"{p} {clock}": round(100 * f[f"{prefix}features_writing_share"], 1)
              for p, f in e2e.items() for clock, prefix in (("CPU", ""), ("wall", "wall_"))}
     lines.append(f"\nfeatures + writing share (%): {share} (target: <= 50 % of CPU time)")
@@ -335,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 sequence x 16 frames, one run each")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
-    parser.add_argument("--worker", choices=["e2e", "stcorr", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["e2e", "stcorr", "stcorr_exact", "dense"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
@@ -367,13 +374,15 @@ def main(argv: list[str] | None = None) -> int:
                      "--dir", str(work / f"out-{precision}-{rep}"), *save]))
                 print(f"e2e {precision} run {rep + 1}: {runs[precision][-1]}", file=sys.stderr)
         prop: dict[str, dict[str, float]] = {}
-        for name, precision in (("stcorr", "float32"), ("dense", "float32")):
+        for name, precision in (("stcorr", "float32"), ("stcorr_exact", "float32"),
+                                ("dense", "float32")):
             key = name if name == "dense" else f"{name}_{precision}"
             prop[key] = run_child(["--worker", name, "--precision", precision, "--root",
                                    str(root), "--feats", str(feats),
                                    "--save", str(work / f"{key}.npy")])
             print(f"propagation {key}: {prop[key]}", file=sys.stderr)
-        agree = {"float32": compare(work / "stcorr_float32.npy", work / "dense.npy")}
+        agree = {"float32": compare(work / "stcorr_float32.npy", work / "dense.npy"),
+                 "exact": compare(work / "stcorr_exact_float32.npy", work / "dense.npy")}
     e2e = {p: summarise_e2e(r) for p, r in runs.items()}
     setup = {**size, "frame_size": "854x480", "feature_map": "256 x 60 x 107",
              "model": "random baseline (ResNet-18, STT eval_d8 preset, stride 8)",

@@ -3,12 +3,15 @@
 Contenders, on the same seeded DAVIS-sized features (T = 90, 60 x 107 map, C = 256, K = 3;
 n_context 20, top-k 10, radius 12, tau 0.05, circle window, unrestricted first frame):
 
-- ``stcorr``: ``stcorr.eval.propagation.propagate`` (tiles, windowed GEMMs, context ring);
+- ``stcorr``: ``stcorr.eval.propagation.propagate`` (tiles, windowed GEMMs, context ring) with
+  ``screen="bfloat16"`` where bf16 is native (``evaluate.screen``'s default; else ``"off"``);
+- ``stcorr_exact``: the same with ``screen="off"`` (every affinity float32), for what the screen
+  buys;
 - ``dense``: the reference code's approach, written plainly here: the whole video normalised,
   then per target frame the full ``HW x (n+1)HW`` affinity to every context cell at once,
   masked, top-k, softmax.
 
-Each run is its own subprocess (2 threads), alternating stcorr, dense, stcorr, dense, ...;
+Each run is its own subprocess (2 threads), alternating stcorr, stcorr_exact, dense, ...;
 peak memory is the child's ``ru_maxrss``. The memory ratio compares what each propagation adds
 on top of the RSS it starts from (torch and the input features, the same for both); absolute
 peaks are reported too. Speed is frames/s over the whole video (median over runs); per-frame
@@ -46,6 +49,7 @@ PARAMS = {"n_context": 20, "topk": 10, "radius": 12.0, "temperature": 0.05}
 TARGETS = {"dense_mem_over_stcorr_mem": 4.0, "stcorr_vs_dense_speed": 4.0,
            "argmax_agreement": 0.999}
 THREADS = 2
+CONTENDERS = ("stcorr", "stcorr_exact", "dense")
 
 
 def make_inputs(size: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
@@ -121,32 +125,35 @@ def timed_propagation(name: str, feats: Any, lab0: Any, save: str | None) -> dic
     """Time one contender on given features in this process (benchmarks/evaluation.py reuses it).
 
     Args:
-        name: "stcorr" (``stcorr.eval.propagation.propagate``) or "dense".
+        name: "stcorr" (``stcorr.eval.propagation.propagate``, bf16 screen where native),
+            "stcorr_exact" (the same, ``screen="off"``) or "dense".
         feats, lab0: ``(T, C, H, W)`` features and ``(K, H, W)`` first-frame labels.
         save: where to write the ``(T, K, H, W)`` output (.npy), or None.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-    from stcorr.eval import propagation
+    from stcorr.eval import propagation, propagation_screen
+    from stcorr.eval.features import native_bf16
 
     frame_times: list[float] = []
-    if name == "stcorr":  # time each target frame through the per-frame step
-        step = propagation._propagate_frame
-
-        def timed(*args: Any) -> Any:
+    steps = {propagation: "_propagate_frame", propagation_screen: "screened_frame"}
+    originals = {module: getattr(module, attr) for module, attr in steps.items()}
+    for module, attr in steps.items():  # time each target frame through the per-frame step
+        def timed(*args: Any, _step: Any = originals[module]) -> Any:
             start = time.perf_counter()
-            result = step(*args)
+            result = _step(*args)
             frame_times.append(time.perf_counter() - start)
             return result
 
-        propagation._propagate_frame = timed  # type: ignore[assignment]
+        setattr(module, attr, timed)
+    screen = "bfloat16" if name == "stcorr" and native_bf16() else "off"
     start_rss, t0, cpu0 = _rss_mb(), time.perf_counter(), time.process_time()
-    if name == "stcorr":
-        out = propagation.propagate(feats, lab0, **PARAMS)  # type: ignore[arg-type]
+    if name.startswith("stcorr"):
+        out = propagation.propagate(feats, lab0, **PARAMS, screen=screen)  # type: ignore[arg-type]
     else:
         out = dense_propagate(feats, lab0, **PARAMS, frame_times=frame_times)  # type: ignore[arg-type]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    if name == "stcorr":
-        propagation._propagate_frame = step  # type: ignore[assignment]
+    for module, attr in steps.items():
+        setattr(module, attr, originals[module])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if save:
         np.save(save, out.numpy())
@@ -186,6 +193,8 @@ def report(runs: dict[str, list[dict[str, float]]], cmp: dict[str, float],
         med["dense"]["steady_frame_s"] / med["stcorr"]["steady_frame_s"], 2)
     figures["cpu_stcorr_vs_dense"] = round(
         med["dense"]["cpu_seconds"] / med["stcorr"]["cpu_seconds"], 2)
+    figures["screen_speedup"] = round(  # stcorr (bf16 screen) over stcorr_exact, CPU-seconds
+        med["stcorr_exact"]["cpu_seconds"] / med["stcorr"]["cpu_seconds"], 2)
     targets = TARGETS  # the issue's targets in both modes (docs/benchmarks.md: same ratios)
     ratios = {
         "dense_mem_over_stcorr_mem": round(
@@ -220,21 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="16 frames, one run each")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
     parser.add_argument("--reps", type=int, help="runs per contender (default 2; quick 1)")
-    parser.add_argument("--worker", choices=["stcorr", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, QUICK if args.quick else FULL, args.save)))
         return 0
     reps = args.reps or (1 if args.quick else 2)
-    runs: dict[str, list[dict[str, float]]] = {"stcorr": [], "dense": []}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONTENDERS}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
-            for name in ("stcorr", "dense"):  # alternate: A, B, A, B
+            for name in CONTENDERS:  # alternate: A, B, C, A, B, C
                 save = str(Path(tmp) / f"{name}.npy") if rep == 0 else None
                 runs[name].append(run_child(name, args.quick, save))
                 print(f"{name} run {rep + 1}: {runs[name][-1]}", file=sys.stderr)
         cmp = compare(Path(tmp) / "stcorr.npy", Path(tmp) / "dense.npy")
+        exact = compare(Path(tmp) / "stcorr_exact.npy", Path(tmp) / "dense.npy")
+        cmp |= {f"exact_{k}": v for k, v in exact.items()}
     result = report(runs, cmp, args.quick)
     print(markdown(result))
     if args.out:

@@ -67,6 +67,41 @@ def test_propagate_equals_dense(shape: tuple[int, int, int, int], n: int, k: int
     assert torch.equal(got[0], lab0)
 
 
+@pytest.mark.parametrize(("shape", "n", "k", "r", "window", "first", "chunk"), CASES)
+def test_screened_propagate_equals_dense(shape: tuple[int, int, int, int], n: int, k: int,
+                                         r: float, window: str, first: bool,
+                                         chunk: int | None) -> None:
+    """The bf16 screen (emulated where bf16 is not native) re-scores exactly: same labels."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    feats = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    lab0 = torch.rand(3, *shape[2:], generator=gen, dtype=torch.float64).softmax(0)
+    got = propagate(feats, lab0, n_context=n, topk=k, radius=r, temperature=0.1,
+                    restrict_first=first, window=window, chunk=chunk,  # type: ignore[arg-type]
+                    screen="bfloat16")
+    want = dense_propagate(feats, lab0, n_context=n, topk=k, radius=r, tau=0.1,
+                           restrict_first=first, window=window)
+    assert got.dtype == torch.float64 and got.shape == want.shape
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_screened_propagate_near_ties_float32() -> None:
+    """Smooth drifting features, 32 channels (a cell's candidates within ~1e-3 of each other):
+    where bf16 rounding reorders a near-tie the labels move a little, rarely (0.2% of cells
+    here, by < 0.006), and the argmax not at all."""
+    gen = torch.Generator().manual_seed(3)
+    base = F.interpolate(torch.randn(1, 32, 4, 5, generator=gen), size=(24, 30),
+                         mode="bilinear", align_corners=False)[0]
+    feats = torch.stack([base.roll(t // 2, dims=2) + 0.05 * torch.randn(32, 24, 30, generator=gen)
+                         for t in range(8)])
+    lab0 = torch.rand(3, 24, 30, generator=gen).softmax(0)
+    args = {"n_context": 4, "topk": 10, "radius": 6}
+    exact = propagate(feats, lab0, **args)  # type: ignore[arg-type]
+    screened = propagate(feats, lab0, **args, screen="bfloat16")  # type: ignore[arg-type]
+    moved = (screened - exact).abs().amax(1)  # (T, H, W)
+    assert (moved > 1e-5).float().mean().item() < 0.01 and moved.max().item() < 0.05
+    assert torch.equal(screened.argmax(1), exact.argmax(1))
+
+
 def test_propagate_float32_chunks_agree() -> None:
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(6, 16, 12, 19, generator=gen)
@@ -107,6 +142,8 @@ def test_propagate_rejects_mismatched_labels() -> None:
         propagate(torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 6))
     with pytest.raises(ValueError, match="radius"):
         propagate(torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 5), radius=0)
+    with pytest.raises(ValueError, match="screen"):
+        propagate(torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 5), screen="fp8")  # type: ignore[arg-type]
 
 
 def test_first_frame_labels_soft_and_hard() -> None:

@@ -33,7 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stcorr.eval.propagation_screen import propagate_screened
+
 Window = Literal["circle", "square"]
+Screen = Literal["bfloat16", "off"]
 TILE = 8  # target tile side in cells: a tile is scored against its (8 + 2r)^2 key region
 DEFAULT_CHUNK = 512  # target cells per chunk (8 tiles): ~40 MB of scratch at n = 20, r = 12
 
@@ -152,7 +155,8 @@ class _Context:
 @torch.no_grad()
 def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk: int = 10,
               radius: float = 12, temperature: float = 0.05, restrict_first: bool = False,
-              window: Window = "circle", chunk: int | None = None) -> Tensor:
+              window: Window = "circle", chunk: int | None = None,
+              screen: Screen = "off") -> Tensor:
     """Propagate first-frame labels through a video by top-k feature affinities.
 
     Args:
@@ -167,6 +171,10 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         window: ``"circle"`` (CRW) or ``"square"`` (STT); see the module docstring.
         chunk: target cells scored together (in 8x8 tiles); None = 512. Peak memory grows
             with it and with ``n_context``, never with T.
+        screen: ``"bfloat16"`` finds each cell's top-k candidates with bf16 affinities and
+            re-scores them exactly (stcorr.eval.propagation_screen: several times faster
+            where bf16 is native, the same labels but for rare near-ties); ``"off"``: exact
+            affinities throughout.
 
     Returns:
         ``(T, K, H, W)`` soft labels in the dtype of ``feats``; frame 0 is ``first_labels``.
@@ -175,9 +183,14 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         ValueError: on malformed shapes or non-positive parameters.
     """
     _check_inputs(feats, first_labels, n_context, topk, radius, temperature, window, chunk)
+    if screen not in ("bfloat16", "off"):
+        raise ValueError(f"screen: expected 'bfloat16' or 'off', got {screen!r}")
     n_frames, channels, height, width = feats.shape
     plan = _plan(height, width, window_offsets(radius, window).to(feats.device), n_context,
                  window == "circle" and not restrict_first, chunk or DEFAULT_CHUNK)
+    if screen == "bfloat16":
+        return propagate_screened(feats, first_labels, plan, radius, window == "circle",
+                                  (topk, temperature))
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
     first = F.normalize(feats[0], dim=0).reshape(channels, -1) if plan.first_free else None

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from stcorr.config import EvaluateConfig
 from stcorr.eval import visualize as vis
-from stcorr.eval.features import FeatureExtractor
+from stcorr.eval.features import FeatureExtractor, native_bf16
 from stcorr.eval.labels import (
     decode_keypoints,
     first_frame_labels,
@@ -49,6 +49,7 @@ from stcorr.eval.readers import VOID, MaskSequence, PoseSequence
 
 SQUASH: dict[str, tuple[int, int] | None] = {"davis": None, "vip": (560, 560), "jhmdb": (320, 320)}
 JHMDB_TOPK = 3  # CRW decodes the top-3 cells at feature resolution (test_utils.py:55-77)
+SCREEN_MIN_CHANNELS = 64  # raw Lab pixels (3-d) tie everywhere in bf16, and cost no GEMM time
 
 
 @dataclass
@@ -103,10 +104,15 @@ def squash(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def propagate_labels(feats: Tensor, first: Tensor, cfg: EvaluateConfig) -> Tensor:
-    """``propagate`` with the configured protocol; ``(T, K, h, w)`` soft labels."""
+    """``propagate`` with the configured protocol; ``(T, K, h, w)`` soft labels.
+
+    ``evaluate.screen`` applies where bf16 is native and the features have at least
+    ``SCREEN_MIN_CHANNELS`` channels; elsewhere every affinity is float32 (same labels).
+    """
+    screened = native_bf16() and feats.shape[1] >= SCREEN_MIN_CHANNELS
     return propagate(feats, first, n_context=cfg.n_context, topk=cfg.topk, radius=cfg.radius,
                      temperature=cfg.temperature, restrict_first=cfg.restrict_first,
-                     window=cfg.window)
+                     window=cfg.window, screen=cfg.screen if screened else "off")
 
 
 def propagate_mask(extractor: FeatureExtractor, frames: np.ndarray, first_ids: np.ndarray,
