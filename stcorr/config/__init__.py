@@ -7,12 +7,12 @@
 
 from stcorr.config.data import FootageConfig, SynthConfig
 from stcorr.config.errors import ConfigError
+from stcorr.config.evaluate import EvaluateConfig
 from stcorr.config.loading import fingerprint, load_config, parse_overrides
 from stcorr.config.objectives import CrwConfig, MocoConfig, SttConfig
 from stcorr.config.reference import render_reference
 from stcorr.config.sections import (
     ComputeConfig,
-    EvaluateConfig,
     PipelineConfig,
     ShardConfig,
     StorageConfig,
