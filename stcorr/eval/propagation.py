@@ -256,9 +256,7 @@ def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
     """
     n_labels, tile, slots = ctx.labels.shape[0], plan.tile, ctx.ring.shape[1]
     n_ty, n_tx = plan.shape
-    padded = F.pad(query, (0, 0, 0, n_tx * tile - plan.width, 0, n_ty * tile - plan.height))
-    tiles = padded.reshape(n_ty, tile, n_tx, tile, -1).transpose(1, 2).reshape(
-        n_ty, n_tx, tile * tile, -1)  # (n_ty, n_tx, P_t, C)
+    tiles = query_tiles(query, plan)  # (n_ty, n_tx, P_t, C)
     block = scratch[:plan.group * plan.side**2 * slots * tile**2].view(
         plan.group, plan.side, slots, plan.side, tile**2)  # (G, side, m, side, P_t)
     out = query.new_empty((n_labels, n_ty * tile, n_tx * tile))
@@ -274,6 +272,14 @@ def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
             out[:, ty * tile:(ty + 1) * tile, g0 * tile:g1 * tile] = (
                 pred.transpose(1, 2).reshape(n_labels, tile, -1))
     return out[:, :plan.height, :plan.width]
+
+
+def query_tiles(query: Tensor, plan: _Plan) -> Tensor:
+    """``(H, W, C)`` target features as ``(n_ty, n_tx, P_t, C)`` tiles (zero-padded at the edges)."""
+    n_ty, n_tx = plan.shape
+    tile = plan.tile
+    padded = F.pad(query, (0, 0, 0, n_tx * tile - plan.width, 0, n_ty * tile - plan.height))
+    return padded.reshape(n_ty, tile, n_tx, tile, -1).transpose(1, 2).reshape(n_ty, n_tx, tile * tile, -1)
 
 
 def _tile_affinity(q: Tensor, ring: Tensor, block: Tensor, at: tuple[int, int],

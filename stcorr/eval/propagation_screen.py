@@ -220,9 +220,9 @@ def screened_frame(query: Tensor, ctx: _ScreenContext, mask: Tensor, scratch: Te
     """
     n_labels, tile, m = ctx.labels.shape[0], plan.tile, ctx.bands.shape[3]
     n_ty, n_tx = plan.shape
-    padded = F.pad(query, (0, 0, 0, n_tx * tile - plan.width, 0, n_ty * tile - plan.height))
-    tiles = padded.reshape(n_ty, tile, n_tx, tile, -1).transpose(1, 2).reshape(
-        n_ty, n_tx, tile * tile, -1)  # (n_ty, n_tx, P_t, C)
+    from stcorr.eval.propagation import query_tiles  # it imports this module
+
+    tiles = query_tiles(query, plan)  # (n_ty, n_tx, P_t, C)
     low = shifted(tiles, 1.0)
     block = scratch[:plan.group * plan.side**2 * m * tile**2].view(
         plan.group, plan.side, plan.side, m, tile**2)  # (G, side, side, m, P_t)
