@@ -39,6 +39,11 @@ Window = Literal["circle", "square"]
 Screen = Literal["bfloat16", "off"]
 TILE = 8  # target tile side in cells: a tile is scored against its (8 + 2r)^2 key region
 DEFAULT_CHUNK = 512  # target cells per chunk (8 tiles): ~40 MB of scratch at n = 20, r = 12
+# The bf16 screen's tile: its GEMMs run ~1.7x faster per cell at 144 query cells than at 64
+# (AMX), more than paying for the larger key region, and 60 rows (DAVIS 480p at stride 8)
+# split into whole tiles. Its chunk defaults to a whole tile row (~80 MB of scratch on
+# DAVIS-sized maps): the screen's per-chunk work is mostly fixed-cost ops.
+SCREEN_TILE = 12
 
 
 def window_offsets(radius: float, window: Window) -> Tensor:
@@ -126,9 +131,9 @@ class _Plan:
 
 
 def _plan(height: int, width: int, offsets: Tensor, n_context: int, first_free: bool,
-          chunk: int) -> _Plan:
+          chunk: int, tile: int = TILE) -> _Plan:
     """Tile the target frame and precompute which window cells fall outside the image."""
-    tile = min(TILE, max(1, math.isqrt(chunk)))
+    tile = min(tile, max(1, math.isqrt(chunk)))
     cells = torch.arange(tile * tile, device=offsets.device)
     iy, ix = (cells // tile).view(-1, 1, 1), (cells % tile).view(-1, 1, 1)  # (P_t, 1, 1)
     dy, dx = offsets[:, 0], offsets[:, 1]
@@ -169,8 +174,9 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         temperature: tau of the softmax over the top-k affinities (CRW: 0.05, STT: 0.07).
         restrict_first: apply the ``circle`` window to the first frame as well.
         window: ``"circle"`` (CRW) or ``"square"`` (STT); see the module docstring.
-        chunk: target cells scored together (in 8x8 tiles); None = 512. Peak memory grows
-            with it and with ``n_context``, never with T.
+        chunk: target cells scored together (in 8x8 tiles; 12x12 with the screen); None =
+            512, or a row of tiles with the screen. Peak memory grows with it and with
+            ``n_context``, never with T.
         screen: ``"bfloat16"`` finds each cell's top-k candidates with bf16 affinities and
             re-scores them exactly (stcorr.eval.propagation_screen: several times faster
             where bf16 is native, the same labels but for rare near-ties); ``"off"``: exact
@@ -186,11 +192,13 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
     if screen not in ("bfloat16", "off"):
         raise ValueError(f"screen: expected 'bfloat16' or 'off', got {screen!r}")
     n_frames, channels, height, width = feats.shape
-    plan = _plan(height, width, window_offsets(radius, window).to(feats.device), n_context,
-                 window == "circle" and not restrict_first, chunk or DEFAULT_CHUNK)
+    offsets = window_offsets(radius, window).to(feats.device)
+    first_free = window == "circle" and not restrict_first
     if screen == "bfloat16":
-        return propagate_screened(feats, first_labels, plan, radius, window == "circle",
-                                  (topk, temperature))
+        row = SCREEN_TILE**2 * math.ceil(width / SCREEN_TILE)
+        plan = _plan(height, width, offsets, n_context, first_free, chunk or row, SCREEN_TILE)
+        return propagate_screened(feats, first_labels, plan, (topk, temperature))
+    plan = _plan(height, width, offsets, n_context, first_free, chunk or DEFAULT_CHUNK)
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
     first = F.normalize(feats[0], dim=0).reshape(channels, -1) if plan.first_free else None
