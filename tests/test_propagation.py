@@ -86,8 +86,8 @@ def test_screened_propagate_equals_dense(shape: tuple[int, int, int, int], n: in
 
 def test_screened_propagate_near_ties_float32() -> None:
     """Smooth drifting features, 32 channels (a cell's candidates within ~1e-3 of each other):
-    where bf16 rounding reorders a near-tie the labels move a little, rarely (0.2% of cells
-    here, by < 0.006), and the argmax not at all."""
+    where bf16 rounding reorders a near-tie the labels move a little, rarely (0.9% of cells
+    here at k' = 3k, by < 0.012), and the argmax not at all."""
     gen = torch.Generator().manual_seed(3)
     base = F.interpolate(torch.randn(1, 32, 4, 5, generator=gen), size=(24, 30),
                          mode="bilinear", align_corners=False)[0]
@@ -98,7 +98,7 @@ def test_screened_propagate_near_ties_float32() -> None:
     exact = propagate(feats, lab0, **args)  # type: ignore[arg-type]
     screened = propagate(feats, lab0, **args, screen="bfloat16")  # type: ignore[arg-type]
     moved = (screened - exact).abs().amax(1)  # (T, H, W)
-    assert (moved > 1e-5).float().mean().item() < 0.01 and moved.max().item() < 0.05
+    assert (moved > 1e-5).float().mean().item() < 0.02 and moved.max().item() < 0.05
     assert torch.equal(screened.argmax(1), exact.argmax(1))
 
 

@@ -246,8 +246,9 @@ def _grow(store: Tensor, ring: Tensor, frame: Tensor) -> Tensor:
 
 
 def _normalised(frame: Tensor) -> Tensor:
-    """``(C, H, W)`` -> L2-normalised over C, channel-last ``(H, W, C)``."""
-    return F.normalize(frame, dim=0).permute(1, 2, 0)
+    """``(C, H, W)`` -> L2-normalised over C, channel-last ``(H, W, C)``, contiguous: every
+    later copy of the frame (ring, tiles, bf16 keys) is then a plain one, not a transpose."""
+    return F.normalize(frame.permute(1, 2, 0).contiguous(), dim=2)  # reduce along memory
 
 
 def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,

@@ -43,16 +43,18 @@ KEY_SHIFT = -(1 + 2**-7)  # exact in bf16; past every rounded <q, k> (<= 1 + 2^-
 
 
 def window_cells(plan: _Plan) -> Tensor:
-    """Where each tile cell's window lies in a tile's ``(side, side, P_t)`` block maxima.
+    """Where each cell's window lies in a chunk's ``(G, side, side, P_t)`` block maxima.
 
     Returns:
-        ``(P_t, P)`` flat offsets ``(row * side + column) * P_t + cell``, one per window
-        offset in ``plan.offsets``' order (``plan.invalid`` marks those outside the image).
+        ``(plan.group, P_t, P)`` flat offsets ``((g * side + row) * side + column) * P_t +
+        cell``, one per window offset in ``plan.offsets``' order (``plan.invalid`` marks
+        those outside the image).
     """
     cell = torch.arange(plan.tile**2, device=plan.offsets.device).view(-1, 1)
     row = cell // plan.tile + plan.offsets[:, 0] + plan.reach  # (P_t, P)
     col = cell % plan.tile + plan.offsets[:, 1] + plan.reach
-    return (row * plan.side + col) * plan.tile**2 + cell
+    tile = torch.arange(plan.group, device=plan.offsets.device).view(-1, 1, 1) * plan.side
+    return ((tile + row) * plan.side + col) * plan.tile**2 + cell
 
 
 def shifted(x: Tensor, value: float) -> Tensor:
@@ -196,7 +198,7 @@ def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: Tensor, scratch: Ten
         torch.mm(ctx.first, low.flatten(0, 1).T, out=first)  # one GEMM: ~3x a tile's speed
         first[hw:] = float("-inf")  # padding to whole blocks
     blocks = Blocks(n_tiles, side, ctx.slots, stride, n_cells, ctx.duplicate,
-                     region if first is not None else -1, window // n_cells)
+                     region if first is not None else -1, window[0] // n_cells)
     invalid = plan.invalid[at[0], at[1]:at[1] + n_tiles, :, 0]  # (G, P_t, P)
     return block_maxima(block[:n_tiles], window, invalid, first), blocks
 

@@ -42,17 +42,16 @@ def block_maxima(scores: Tensor, window: Tensor, invalid: Tensor,
 
     Args:
         scores: ``(G, side, side, m, P_t)`` bf16 region affinities (key row, key column,
-            slot, cell); window: ``(P_t, P)`` (``window_cells``);
+            slot, cell); window: ``(G', P_t, P)`` (``propagation_screen.window_cells``);
         invalid: ``(G, P_t, P)`` window cells outside the image (``_Plan.invalid``);
         first: ``(HW padded, G * P_t)`` bf16 affinities to frame 0 (padding -inf), or None.
 
     Returns:
         ``(G, P_t, P [+ HW padded / FIRST_BLOCK])``.
     """
-    n_tiles, side, _, _, n_cells = scores.shape
+    n_tiles, n_cells = scores.shape[0], scores.shape[-1]
     region = _amax(scores, 3)  # (G, side, side, P_t)
-    tile = torch.arange(n_tiles, device=scores.device).view(-1, 1, 1) * side**2 * n_cells
-    maxima = region.take(window + tile).masked_fill_(invalid, float("-inf"))  # (G, P_t, P)
+    maxima = region.take(window[:n_tiles]).masked_fill_(invalid, float("-inf"))  # (G, P_t, P)
     if first is None:
         return maxima
     first_maxima = _amax(first.view(-1, FIRST_BLOCK, first.shape[1]), 1)  # (blocks, G * P_t)
@@ -124,9 +123,11 @@ def candidates(scratch: Tensor, maxima: Tensor, blocks: Blocks,
     kept, best = _topk(maxima, min(kk, maxima.shape[2]))  # (G, P_t, kb)
     j = torch.arange(blocks.width, device=scratch.device)
     start, length, step = blocks.start(best)
-    elems = scratch.take(start.unsqueeze(3) + j * step.unsqueeze(3))  # (G, P_t, kb, width)
+    offset = step.unsqueeze(3) * j
+    elems = scratch.take(offset.add_(start.unsqueeze(3)))  # (G, P_t, kb, width)
     length.masked_fill_(kept == float("-inf"), 0)  # outside the window: < kb candidates
-    elems.masked_fill_(j >= length.unsqueeze(3), float("-inf"))
+    if bool((length < blocks.width).any()):  # at n = 20 and a full context, none is short
+        elems.masked_fill_(j >= length.unsqueeze(3), float("-inf"))
     if blocks.duplicate:
         elems = torch.cat([elems, elems[..., :1]], 3)
     top, pos = _topk(elems.flatten(2), min(kk, elems[0, 0].numel()))  # (G, P_t, kk)
