@@ -41,9 +41,9 @@ class EvaluateConfig(Section):
     screen: Literal["bfloat16", "off"] = Field(
         "bfloat16",
         description="How propagation finds each cell's top-k: 'bfloat16' screens every candidate with "
-        "bf16 affinities, keeps 4k per cell and re-scores those exactly (the same labels as 'off' "
-        "unless bf16 rounding reorders a near-tie: argmax agreement 1.0 on the footage; 1.85x faster "
-        "over a 40-frame 480p sequence, 2.4x per frame with a full context, docs/benchmarks.md); "
+        "bf16 affinities, keeps 3k per cell and re-scores those exactly (the same labels as 'off' "
+        "unless bf16 rounding reorders a near-tie: argmax agreement 1.0 on the footage; 3.4x faster "
+        "over a 40-frame 480p sequence, 4.4x per frame with a full context, docs/benchmarks.md); "
         "'off' computes every affinity in float32. Runs as 'off' on a "
         "machine without native bf16 and for features of fewer than 64 channels (raw Lab pixels: "
         "near-ties everywhere, and no GEMM worth saving).",
