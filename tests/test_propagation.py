@@ -84,6 +84,24 @@ def test_screened_propagate_equals_dense(shape: tuple[int, int, int, int], n: in
     assert (got - want).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize(("shape", "n", "r", "window", "first"), [
+    ((4, 64, 3, 3), 1, 1.5, "circle", False),  # 9 cells of frame 0 + <= 9 of the ring < k
+    ((5, 64, 2, 4), 2, 1.0, "circle", True),
+    ((6, 64, 4, 3), 3, 1.0, "square", False),  # STT: frame 0 twice while t <= n
+])
+def test_screened_propagate_fewer_candidates_than_k(shape: tuple[int, int, int, int], n: int,
+                                                    r: float, window: str, first: bool) -> None:
+    """Where a cell has fewer candidates than k (and k' = 3k), the screen keeps them all and
+    the missing ones weigh 0, as the float32 path does."""
+    gen = torch.Generator().manual_seed(5)
+    feats = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    lab0 = torch.rand(3, *shape[2:], generator=gen, dtype=torch.float64).softmax(0)
+    args = {"n_context": n, "topk": 40, "radius": r, "window": window, "restrict_first": first}
+    exact = propagate(feats, lab0, **args)  # type: ignore[arg-type]
+    screened = propagate(feats, lab0, **args, screen="bfloat16")  # type: ignore[arg-type]
+    assert (screened - exact).abs().max().item() < 1e-9
+
+
 def test_screened_propagate_near_ties_float32() -> None:
     """Smooth drifting features, 32 channels (a cell's candidates within ~1e-3 of each other):
     where bf16 rounding reorders a near-tie the labels move a little, rarely (0.9% of cells

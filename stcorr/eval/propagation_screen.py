@@ -124,7 +124,8 @@ def screened_chunk(q: Tensor, scratch: Tensor, maxima: Tensor, blocks: Blocks,
     x = tiles * plan.tile - plan.reach + region % side
     cell = (y.clamp(0, plan.height - 1) * plan.width  # masked: weight 0
             + x.clamp(0, plan.width - 1))
-    n_free, element = int(blocks.first_at >= 0), j.clamp(max=blocks.slots)
+    n_free = int(blocks.first_at >= 0)
+    element = j.clamp(max=blocks.slots - (not blocks.duplicate))  # masked ones: any valid slot
     key = element.remainder(blocks.slots) * hw + cell  # row of ctx.table
     src = (element + n_free) * hw + cell  # column of ctx.labels (m: the duplicate frame 0)
     if n_free:  # frame 0, unrestricted: its key cells are the blocks' elements

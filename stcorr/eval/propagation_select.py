@@ -5,8 +5,9 @@ frame 0 for CRW); sorting them all would cost more than scoring them. A block is
 cell in every slot, or ``FIRST_BLOCK`` consecutive key cells of frame 0. The top-k' elements
 lie in the k' blocks with the largest maxima, so one top-k over the blocks' maxima
 (window cells only, region and frame 0 together) and one over those blocks' elements find
-them. Every screened score is negative (``propagation_screen.KEY_SHIFT``), so maxima and top-k run on the bits
-as int16: the largest negative bf16 is the smallest integer (sign and magnitude).
+them. Every screened score is negative (``propagation_screen.KEY_SHIFT``), so maxima and
+top-k run on the bits as int16: the largest negative bf16 is the smallest integer (sign and
+magnitude).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ FIRST_BLOCK = 20  # frame 0's key cells per block: ~sqrt(HW / k') balances the t
 
 
 def _amax(scores: Tensor, dim: int) -> Tensor:
-    """``scores.amax(dim)`` for negative bf16 scores, ~4x faster: read as
-    int16 (sign and magnitude), the largest negative bf16 is the smallest integer."""
+    """``scores.amax(dim)`` for negative bf16 scores, ~4x faster: read as int16 (sign and
+    magnitude), the largest negative bf16 is the smallest integer."""
     return scores.view(torch.int16).amin(dim).view(scores.dtype)
 
 
@@ -34,7 +35,7 @@ def _topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def block_maxima(scores: Tensor, window: Tensor, invalid: Tensor,
-                  first: Tensor | None) -> Tensor:
+                 first: Tensor | None) -> Tensor:
     """Each cell's block maxima: its window's region blocks (one key cell in every slot),
     then frame 0's blocks.
 
@@ -106,7 +107,7 @@ class Blocks:
 
 
 def candidates(scratch: Tensor, maxima: Tensor, blocks: Blocks,
-                kk: int) -> tuple[Tensor, Tensor, Tensor]:
+               kk: int) -> tuple[Tensor, Tensor, Tensor]:
     """Screened top-kk of each cell over the region and frame 0 together.
 
     The top-kk elements lie in the kk blocks with the largest maxima, so only those blocks'
@@ -114,7 +115,7 @@ def candidates(scratch: Tensor, maxima: Tensor, blocks: Blocks,
 
     Args:
         scratch: flat bf16 buffer holding the chunk's scores (``Blocks`` says where), with
-            ``width * P_t`` elements to spare at its end;
+            ``width * G * P_t`` elements to spare at its end;
         maxima: ``(G, P_t, blocks)`` (``block_maxima``).
 
     Returns:
