@@ -25,7 +25,7 @@ argmax agreement with the dense float32 computation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,19 +42,32 @@ SHIFT_PAD = 32  # channels appended: one carries the shift, the rest keep AMX's 
 KEY_SHIFT = -(1 + 2**-7)  # exact in bf16; past every rounded <q, k> (<= 1 + 2^-8): scores < 0
 
 
-def window_cells(plan: _Plan) -> Tensor:
-    """Where each cell's window lies in a chunk's ``(G, side, side, P_t)`` block maxima.
+class WindowCells(NamedTuple):
+    """Where each cell's window lies in a tile's key region, in the two forms the screen reads.
 
-    Returns:
-        ``(plan.group, P_t, P)`` flat offsets ``((g * side + row) * side + column) * P_t +
-        cell``, one per window offset in ``plan.offsets``' order (``plan.invalid`` marks
-        those outside the image).
+    Attributes:
+        offsets: ``(plan.group, P_t, P)`` flat offsets ``((g * side + row) * side + column) *
+            P_t + cell`` into a chunk's ``(G, side, side, P_t)`` block maxima;
+        cells: ``(P_t, P)`` region cell ``row * side + column``;
+        image: ``(P_t, P)`` image cell relative to the tile's corner, ``(iy + dy) * W + ix +
+            dx``.
+        All follow ``plan.offsets``' order (``plan.invalid`` marks those outside the image).
     """
+
+    offsets: Tensor
+    cells: Tensor
+    image: Tensor
+
+
+def window_cells(plan: _Plan) -> WindowCells:
+    """Each tile cell's window cells in its tile's key region (see ``WindowCells``)."""
     cell = torch.arange(plan.tile**2, device=plan.offsets.device).view(-1, 1)
     row = cell // plan.tile + plan.offsets[:, 0] + plan.reach  # (P_t, P)
     col = cell % plan.tile + plan.offsets[:, 1] + plan.reach
     tile = torch.arange(plan.group, device=plan.offsets.device).view(-1, 1, 1) * plan.side
-    return ((tile + row) * plan.side + col) * plan.tile**2 + cell
+    image = (row - plan.reach) * plan.width + col - plan.reach
+    return WindowCells(((tile + row) * plan.side + col) * plan.tile**2 + cell,
+                       row * plan.side + col, image)
 
 
 def shifted(x: Tensor, value: float) -> Tensor:
@@ -80,10 +93,12 @@ def banded(frame: Tensor, plan: _Plan) -> Tensor:
     """
     height, width, _ = frame.shape
     n_tx = plan.shape[1]
-    keys = shifted(frame, KEY_SHIFT)
-    channels = keys.shape[2]
-    padded = keys.new_zeros((height, n_tx * plan.tile + 2 * plan.reach, channels))
-    padded[:, plan.reach:plan.reach + width] = keys
+    channels = frame.shape[2] + SHIFT_PAD
+    padded = frame.new_zeros((height, n_tx * plan.tile + 2 * plan.reach, channels),
+                             dtype=SCREEN_DTYPE)
+    inside = padded[:, plan.reach:plan.reach + width]
+    inside[..., :frame.shape[2]] = frame  # as ``shifted(frame, KEY_SHIFT)``, in place
+    inside[..., frame.shape[2]] = KEY_SHIFT
     return padded.as_strided((n_tx, height, plan.side, channels),
                              (plan.tile * channels, padded.stride(0), channels, 1))
 
@@ -103,33 +118,30 @@ def grown_bands(bands: Tensor, capacity: int) -> Tensor:
 
 
 def screened_chunk(q: Tensor, scratch: Tensor, maxima: Tensor, blocks: Blocks,
-                   ctx: _ScreenContext, plan: _Plan, at: tuple[int, int],
+                   ctx: _ScreenContext, window: WindowCells, plan: _Plan, at: tuple[int, int],
                    step: tuple[int, float]) -> tuple[Tensor, Tensor]:
     """Top-k softmax weights of a chunk of tiles and the label index of each kept candidate.
 
     Args:
         q: ``(G, P_t, C)`` target features (exact); scratch, blocks: the chunk's bf16 scores;
-        maxima: their block maxima (``block_maxima``); at: (tile row, first tile column);
-        step: (k, tau).
+        maxima: their block maxima (``block_maxima``); window: see ``window_cells``;
+        at: (tile row, first tile column); step: (k, tau).
 
     Returns:
         weights ``(G, P_t, k)`` and flat indices ``block * HW + y * W + x`` into the labels.
     """
     topk, tau = step
-    kk, hw, side = SCREEN_MARGIN * topk, plan.height * plan.width, blocks.side
+    kk, hw, regions = SCREEN_MARGIN * topk, plan.height * plan.width, window.cells.shape[1]
     top, best, j = candidates(scratch, maxima, blocks, kk)
     tiles = torch.arange(at[1], at[1] + blocks.tiles, device=q.device).view(-1, 1, 1)
-    region = blocks.region(best)
-    y = at[0] * plan.tile - plan.reach + region // side  # region row/column -> image row/column
-    x = tiles * plan.tile - plan.reach + region % side
-    cell = (y.clamp(0, plan.height - 1) * plan.width  # masked: weight 0
-            + x.clamp(0, plan.width - 1))
+    corner = at[0] * plan.tile * plan.width + tiles * plan.tile  # each tile's first cell
+    image = window.image.expand(blocks.tiles, -1, -1).gather(2, best.clamp(max=regions - 1))
+    cell = (corner + image).clamp_(0, hw - 1)  # outside the image: masked, weight 0
     n_free = int(blocks.first_at >= 0)
     element = j.clamp(max=blocks.slots - (not blocks.duplicate))  # masked ones: any valid slot
     key = element.remainder(blocks.slots) * hw + cell  # row of ctx.table
     src = (element + n_free) * hw + cell  # column of ctx.labels (m: the duplicate frame 0)
     if n_free:  # frame 0, unrestricted: its key cells are the blocks' elements
-        regions = blocks.window.shape[1]
         first = ((best - regions).clamp(min=0) * FIRST_BLOCK + j).clamp(max=hw - 1)
         in_first = best >= regions
         key = torch.where(in_first, first + (ctx.table.shape[0] - 1) * hw, key)
@@ -171,7 +183,7 @@ class _ScreenContext:
         self.first, self.duplicate, self.slots = first, duplicate, slots
 
 
-def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: Tensor, scratch: Tensor,
+def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: WindowCells, scratch: Tensor,
                   plan: _Plan, at: tuple[int, int]) -> tuple[Tensor, Blocks]:
     """A chunk's bf16 scores, written into ``scratch``, and their block maxima.
 
@@ -199,12 +211,12 @@ def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: Tensor, scratch: Ten
         torch.mm(ctx.first, low.flatten(0, 1).T, out=first)  # one GEMM: ~3x a tile's speed
         first[hw:] = float("-inf")  # padding to whole blocks
     blocks = Blocks(n_tiles, side, ctx.slots, stride, n_cells, ctx.duplicate,
-                     region if first is not None else -1, window[0] // n_cells)
+                     region if first is not None else -1, window.cells)
     invalid = plan.invalid[at[0], at[1]:at[1] + n_tiles, :, 0]  # (G, P_t, P)
-    return block_maxima(block[:n_tiles], window, invalid, first), blocks
+    return block_maxima(block[:n_tiles], window.offsets, invalid, first), blocks
 
 
-def screened_frame(query: Tensor, ctx: _ScreenContext, window: Tensor, scratch: Tensor,
+def screened_frame(query: Tensor, ctx: _ScreenContext, window: WindowCells, scratch: Tensor,
                    plan: _Plan, step: tuple[int, float]) -> Tensor:
     """Labels of one target frame, ``plan.group`` tiles at a time, with a bf16 screen.
 
@@ -226,8 +238,8 @@ def screened_frame(query: Tensor, ctx: _ScreenContext, window: Tensor, scratch: 
         for g0 in range(0, n_tx, plan.group):
             g1 = min(g0 + plan.group, n_tx)
             maxima, blocks = _chunk_scores(low[ty, g0:g1], ctx, window, scratch, plan, (ty, g0))
-            weights, src = screened_chunk(tiles[ty, g0:g1], scratch, maxima, blocks, ctx, plan,
-                                          (ty, g0), step)
+            weights, src = screened_chunk(tiles[ty, g0:g1], scratch, maxima, blocks, ctx,
+                                          window, plan, (ty, g0), step)
             vals = ctx.labels[:, src.flatten()].view(n_labels, *src.shape)  # (K, G, P_t, k)
             pred = (vals * weights).sum(-1).view(n_labels, g1 - g0, tile, tile)
             out[:, ty * tile:(ty + 1) * tile, g0 * tile:g1 * tile] = (
