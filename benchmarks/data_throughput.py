@@ -69,7 +69,6 @@ Kinetics-style web video is stored), and the same source frames as JPEG folders 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -78,115 +77,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import decord
-import numpy as np
 import torch
-import webdataset as wds
 from clip_data import CRF, KEYINT, SETTINGS, Sizes, clear_cache, write_data  # benchmarks/ is on the path
-from PIL import Image
+from clip_readers import (
+    Plan,
+    cpu_seconds,
+    run_bare_decode,
+    run_frame_folders,
+    run_shards,
+    serve_s3,
+    shard_videos,
+)
 
-from stcorr.data.augment import ClipSpec, collate_clips, finish_clips, resize_crop_uint8
-from stcorr.data.reader import make_clip_dataset, make_loader
+from stcorr.data.augment import ClipSpec
 
 TARGETS = {"shards_vs_frame_folders": 2.0, "shards_vs_bare_decode": 0.8,
            "shards_vs_frame_folders_s3": 2.0}
 S3_CONTENDERS = ("shards_s3", "frame_folders_s3")
-BUCKET = "stcorr-bench"
 CONTENDERS = ("shards", "frame_folders", "bare_decode", "shards_pyav", "shards_encoded",
               "shards_worker")
-Plan = list[tuple[str, list[int], list[int]]]  # key, frame indices, (top, left, h, w, flip)
-
-
-def run_shards(root: Path, spec: ClipSpec, batch: int, passes: int, worker_only: bool = False,
-               mode: str = "transcoded", decoder: str = "decord",
-               s3: str | None = None) -> list[dict[str, Any]]:
-    """(a): the real reader, one worker's view (num_workers=0), same seed every pass.
-
-    ``worker_only``: stop at the uint8 batches a DataLoader worker hands over, before the
-    float conversion that ``make_loader`` does in the consuming process (on the GPU if given).
-    ``mode``: which shard set (``transcoded`` or ``encoded``). ``decoder``: the reader's.
-    ``s3``: read the same shards as ``s3://BUCKET/<mode>/...`` from this S3 endpoint.
-    """
-    urls = sorted(str(p) for p in (root / mode).glob("videos-*.tar"))
-    if s3 is not None:
-        urls = [f"s3://{BUCKET}/{mode}/{Path(url).name}" for url in urls]
-    dataset = make_clip_dataset(urls, rank=0, world_size=1, clip=spec, seed=0, shuffle_buffer=1,
-                                decoder=decoder, s3_endpoint_url=s3)
-    if worker_only:
-        return [b for _ in range(passes) for b in dataset.batched(batch, finish=False)]
-    loader = make_loader(dataset, batch_size=batch, num_workers=0)
-    return [b for _ in range(passes) for b in loader]
-
-
-def scale_box(crop: list[int], shard_hw: tuple[int, int],
-              folder_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(a)'s crop box (top, left, h, w in the shard's frames) as the same region of the frame
-    folder's frames, which may be larger (hd720)."""
-    (sh, sw), (fh, fw) = shard_hw, folder_hw
-    top, left = round(crop[0] * fh / sh), round(crop[1] * fw / sw)
-    return top, left, min(round(crop[2] * fh / sh), fh - top), min(round(crop[3] * fw / sw), fw - left)
-
-
-def run_frame_folders(root: Path, plan: Plan, sizes: Sizes, spec: ClipSpec, batch: int,
-                      passes: int, s3: str | None = None) -> list[torch.Tensor]:
-    """(b): PIL, one file per frame, then the same crop/resize and float batching as (a).
-
-    ``s3``: GET each frame ``s3://BUCKET/frames/<key>/<i>.jpg`` from this S3 endpoint instead,
-    one request per frame through one boto3 client (made here, as a reading process makes one).
-    """
-    if s3 is None:
-        return _frame_folders(lambda key, i: root / "frames" / key / f"{i:05d}.jpg", plan, sizes,
-                              spec, batch, passes)
-    import boto3
-
-    client = boto3.session.Session().client("s3", endpoint_url=s3)
-
-    def get(key: str, i: int) -> io.BytesIO:
-        obj = client.get_object(Bucket=BUCKET, Key=f"frames/{key}/{i:05d}.jpg")
-        return io.BytesIO(obj["Body"].read())
-
-    return _frame_folders(get, plan, sizes, spec, batch, passes)
-
-
-def _frame_folders(source: Callable[[str, int], Any], plan: Plan, sizes: Sizes, spec: ClipSpec,
-                   batch: int, passes: int) -> list[torch.Tensor]:
-    """(b)'s loop; ``source(key, i)`` is what PIL opens for frame ``i`` of video ``key``."""
-    out, rng = [], np.random.default_rng(0)
-    for _ in range(passes):
-        for start in range(0, len(plan), batch):
-            items = []
-            for key, indices, crop in plan[start : start + batch]:
-                frames = np.stack([np.asarray(Image.open(source(key, i)).convert("RGB"))
-                                   for i in indices])
-                box = scale_box(crop, sizes[key], frames.shape[1:3])
-                clip = resize_crop_uint8(frames, box, spec.crop_size, bool(crop[4]))
-                items.append({"rgb": clip, "key": key, "frame_index": indices, "crop": crop})
-            out.append(finish_clips(spec, collate_clips(items), rng)["rgb"])  # (B, T, 3, S, S)
-    return out
-
-
-def run_bare_decode(blobs: dict[str, bytes], plan: Plan, passes: int) -> int:
-    """(c): decord ``VideoReader`` on the in-memory mp4 + ``get_batch`` of the plan's frames
-    (copied out to numpy); nothing else: no tar, no checks, no crop, no batching."""
-    frames = 0
-    for _ in range(passes):
-        for key, indices, _ in plan:
-            reader = decord.VideoReader(io.BytesIO(blobs[key]), ctx=decord.cpu(0), num_threads=1)
-            frames += len(reader.get_batch(indices).asnumpy())
-    return frames
-
-
-def shard_videos(root: Path, mode: str = "transcoded") -> dict[str, bytes]:
-    """Key -> the mp4 bytes held by the ``mode`` shards (what (a) decodes, for (c))."""
-    blobs = {}
-    for url in sorted((root / mode).glob("videos-*.tar")):
-        for sample in wds.WebDataset(str(url), shardshuffle=False, empty_check=False):
-            blobs[sample["__key__"]] = sample["mp4"]
-    return blobs
 
 
 def check_pass(root: Path, sizes: Sizes, spec: ClipSpec, batch: int) -> tuple[Plan, float]:
@@ -231,31 +143,6 @@ def time_all(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
             "wall": {k: statistics.median(v) for k, v in wall.items()}}
 
 
-def serve_s3(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start moto_server on 127.0.0.1 (tests/s3server.py) and upload the transcoded shards and
-    the frame folders of ``root`` to ``s3://BUCKET/`` through ``stcorr.runtime.storage``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from s3server import AWS_ENV, start_moto
-
-    from stcorr.runtime import Storage
-
-    os.environ.update(AWS_ENV)  # moto takes any credentials; boto3 must find some
-    server, url = start_moto()
-    store = Storage(endpoint_url=url)
-    store._client_for(f"s3://{BUCKET}").create_bucket(Bucket=BUCKET)
-    for path in sorted((root / "transcoded").glob("videos-*.tar")):
-        store.write_file(f"s3://{BUCKET}/transcoded/{path.name}", path)
-    for path in sorted((root / "frames").rglob("*.jpg")):
-        store.write_bytes(f"s3://{BUCKET}/{path.relative_to(root).as_posix()}", path.read_bytes())
-    return server, url
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (the S3 server), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def time_s3(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
             args: argparse.Namespace) -> dict[str, float]:
     """The object-storage setting: (a) and (b) on the same data served by moto_server.
@@ -288,10 +175,10 @@ def time_s3(root: Path, spec: ClipSpec, plan: Plan, sizes: Sizes,
                                          for unit in ("_wall_s", "_s", "_cpu_with_server_s")}
         for _ in range(args.reps):
             for name, run in runs.items():  # A, B, A, B, ...
-                cpu, wall, served = time.process_time(), time.perf_counter(), _cpu_seconds(server.pid)
+                cpu, wall, served = time.process_time(), time.perf_counter(), cpu_seconds(server.pid)
                 run()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                served = _cpu_seconds(server.pid) - served
+                served = cpu_seconds(server.pid) - served
                 rates[f"{name}_clips_per_wall_s"].append(clips / wall)
                 rates[f"{name}_clips_per_s"].append(clips / cpu)
                 rates[f"{name}_clips_per_cpu_with_server_s"].append(clips / (cpu + served))

@@ -13,7 +13,8 @@ process (``compute=None``: one sequence after another, as one Ray task runs each
 once with ``evaluate.precision: float32`` and once with ``bfloat16``, each in its own
 subprocess (2 threads; alternating float32, bfloat16, ...; peak RSS is the child's VmHWM).
 Nothing in the library is edited: the functions the harness calls are wrapped from the outside
-(module attributes replaced by timed wrappers, nested calls counted once) and sorted into phases:
+(benchmarks/eval_phases.py: module attributes replaced by timed wrappers, nested calls counted
+once) and sorted into phases:
 
 - ``reading``: ``load_frames`` and ``read_annotation`` (JPEG and PNG decoding);
 - ``features``: ``FeatureExtractor.__call__`` (the encoder's forward pass);
@@ -60,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -70,12 +70,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from propagation import PARAMS, compare, timed_propagation  # benchmarks/ is on the path
+from eval_phases import PHASES, Phases, instrument  # benchmarks/ is on the path
+from propagation import PARAMS, compare, timed_propagation
 
 FULL = {"sequences": 2, "frames": 40, "reps": 2}
 QUICK = {"sequences": 1, "frames": 10, "reps": 1}
@@ -83,79 +83,8 @@ TARGETS = {"stcorr_vs_dense_speed": 15.0, "argmax_agreement": 0.999,
            "wall_half_vs_features_writing": 1.0}
 THREADS = 2
 PRECISIONS = ("float32", "bfloat16")
-PHASES = ("reading", "features", "propagation", "decoding", "writing", "scoring")
 WARM_FRAMES = 3
 REPO = Path(__file__).resolve().parents[1]
-
-
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-class Phases:
-    """Seconds per phase on both clocks, from wrappers around the functions the harness calls."""
-
-    def __init__(self) -> None:
-        self.seconds = {c: dict.fromkeys(PHASES, 0.0) for c in CLOCKS}
-        self.untimed = dict.fromkeys(CLOCKS, 0.0)  # the benchmark's own work (saving features)
-        self.save_to: Path | None = None  # save the next features here, then forget it
-        self._depth = 0
-
-    def reset(self) -> None:
-        self.seconds = {c: dict.fromkeys(PHASES, 0.0) for c in CLOCKS}
-        self.untimed = dict.fromkeys(CLOCKS, 0.0)
-
-    def now(self) -> dict[str, float]:
-        return {c: clock() for c, clock in CLOCKS.items()}
-
-    def wrap(self, fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:  # nested in another timed call: counted there
-                return fn(*args, **kwargs)
-            self._depth += 1
-            start = self.now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                for c, end in self.now().items():
-                    self.seconds[c][phase] += end - start[c]
-                self._depth -= 1
-        return timed
-
-
-def instrument(phases: Phases) -> None:
-    """Replace the harness's functions by timed wrappers (module attributes, looked up per call).
-
-    While ``phases.save_to`` is set, the next features computed are written there (outside the
-    timed phases; ``phases.untimed`` takes the time) and it is cleared.
-    """
-    import torch
-
-    from stcorr.eval import features, harness, sequence, visualize
-
-    targets = {sequence: {"load_frames": "reading", "read_annotation": "reading",
-                          "first_frame_labels": "propagation", "propagate_labels": "propagation",
-                          "labels_to_index": "decoding", "_write_masks": "writing",
-                          "davis_sequence_scores": "scoring"},
-               visualize: {"overlay_ids": "writing", "strip_png": "writing",
-                           "animated_gif": "writing"},
-               harness: {"write_outputs": "writing", "aggregate": "scoring"}}
-    for module, names in targets.items():
-        for name, phase in names.items():
-            setattr(module, name, phases.wrap(getattr(module, name), phase))
-    call = phases.wrap(features.FeatureExtractor.__call__, "features")
-
-    def extract(self: Any, frames: Any, *args: Any, **kwargs: Any) -> Any:
-        out = call(self, frames, *args, **kwargs)
-        if phases.save_to is not None:
-            start = phases.now()
-            torch.save(out, phases.save_to)
-            phases.save_to = None
-            for c, end in phases.now().items():
-                phases.untimed[c] += end - start[c]
-        return out
-
-    features.FeatureExtractor.__call__ = extract
 
 
 def eval_config(precision: str) -> Any:

@@ -33,35 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stcorr.eval.propagation_screen import propagate_screened
+from stcorr.eval.propagation_plan import Plan, Window, make_plan, normalised, query_tiles, window_offsets
+from stcorr.eval.propagation_screen import SCREEN_TILE, propagate_screened
 
-Window = Literal["circle", "square"]
 Screen = Literal["bfloat16", "off"]
-TILE = 8  # target tile side in cells: a tile is scored against its (8 + 2r)^2 key region
 DEFAULT_CHUNK = 512  # target cells per chunk (8 tiles): ~40 MB of scratch at n = 20, r = 12
-# The bf16 screen's tile: its GEMMs run ~1.7x faster per cell at 144 query cells than at 64
-# (AMX), more than paying for the larger key region, and 60 rows (DAVIS 480p at stride 8)
-# split into whole tiles. Its chunk defaults to a whole tile row (~80 MB of scratch on
-# DAVIS-sized maps): the screen's per-chunk work is mostly fixed-cost ops.
-SCREEN_TILE = 12
-
-
-def window_offsets(radius: float, window: Window) -> Tensor:
-    """Integer offsets ``(dy, dx)`` of the spatial window around a target cell.
-
-    Args:
-        radius: r in feature cells; ``circle`` keeps ``dy^2 + dx^2 < r^2``, ``square`` keeps
-            ``|dy|, |dx| <= floor(r)``.
-        window: ``"circle"`` or ``"square"``.
-
-    Returns:
-        ``(P, 2)`` long tensor of offsets, ``(0, 0)`` included.
-    """
-    reach = math.ceil(radius) if window == "circle" else math.floor(radius)
-    d = torch.arange(-reach, reach + 1)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    keep = (dy**2 + dx**2).double() < radius**2 if window == "circle" else torch.ones_like(dy).bool()
-    return torch.stack([dy[keep], dx[keep]], dim=1)  # (P, 2)
 
 
 def _check_inputs(feats: Tensor, first_labels: Tensor, n_context: int, topk: int,
@@ -83,77 +59,13 @@ def _check_inputs(feats: Tensor, first_labels: Tensor, n_context: int, topk: int
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Tiles, windows and ring slots, shared by every target frame.
-
-    The ring holds the normalised restricted context frames channel-last, ``(H, m, W, C)``.
-    While it grows (``t <= S``) frame f sits in slot f. Then, with an unrestricted first
-    frame (CRW), S = n and frame f replaces slot ``f % n``; otherwise S = n + 1, frame 0
-    keeps slot 0 and frame f replaces slot ``1 + (f - 1) % n``.
-    """
-
-    height: int
-    width: int
-    tile: int
-    reach: int  # max |offset|: how far a tile's key region reaches past the tile
-    group: int  # tiles per chunk
-    n_context: int
-    first_free: bool  # frame 0 is scored densely, outside the ring
-    offsets: Tensor  # (P, 2) window offsets (dy, dx)
-    invalid: Tensor  # (n_ty, n_tx, P_t, 1, P) candidate outside the image
-
-    @property
-    def side(self) -> int:
-        return self.tile + 2 * self.reach
-
-    @property
-    def slots(self) -> int:
-        return self.n_context if self.first_free else self.n_context + 1
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return math.ceil(self.height / self.tile), math.ceil(self.width / self.tile)
-
-    def slot(self, frame: int) -> int:
-        if self.first_free:
-            return frame % self.n_context
-        return 0 if frame == 0 else 1 + (frame - 1) % self.n_context
-
-    def pick(self, slots: int) -> Tensor:
-        """``(P_t, m, P)`` flat index of each (cell, slot, window cell) in a tile's
-        ``(side, m, side, P_t)`` affinity block."""
-        cells = torch.arange(self.tile**2, device=self.offsets.device).view(-1, 1, 1)
-        iy, ix = cells // self.tile, cells % self.tile  # (P_t, 1, 1)
-        row = iy + self.offsets[:, 0] + self.reach  # (P_t, 1, P) region row, column
-        col = ix + self.offsets[:, 1] + self.reach
-        slot = torch.arange(slots, device=self.offsets.device).view(1, -1, 1)
-        return ((row * slots + slot) * self.side + col) * self.tile**2 + cells
-
-
-def _plan(height: int, width: int, offsets: Tensor, n_context: int, first_free: bool,
-          chunk: int, tile: int = TILE) -> _Plan:
-    """Tile the target frame and precompute which window cells fall outside the image."""
-    tile = min(tile, max(1, math.isqrt(chunk)))
-    cells = torch.arange(tile * tile, device=offsets.device)
-    iy, ix = (cells // tile).view(-1, 1, 1), (cells % tile).view(-1, 1, 1)  # (P_t, 1, 1)
-    dy, dx = offsets[:, 0], offsets[:, 1]
-    n_ty, n_tx = math.ceil(height / tile), math.ceil(width / tile)
-    y = torch.arange(n_ty, device=offsets.device).view(-1, 1, 1, 1, 1) * tile + iy
-    x = torch.arange(n_tx, device=offsets.device).view(1, -1, 1, 1, 1) * tile + ix
-    inside = (y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
-    padding = (y >= height) | (x >= width)  # padded target cells: computed, then discarded
-    return _Plan(height, width, tile, int(offsets.abs().max()), max(1, chunk // tile**2),
-                 n_context, first_free, offsets, ~(inside | padding))
-
-
-@dataclass(frozen=True)
 class _Context:
     """What target frame t is propagated from."""
 
     ring: Tensor  # (H, m, W, C) normalised restricted context frames
     labels: Tensor  # (K, blocks * HW): frame 0 if scored densely, the m slots, [frame 0]
     first: Tensor | None  # (C, HW) normalised frame 0, scored densely (CRW), or None
-    pick: Tensor  # (P_t, m, P), see _Plan.pick
+    pick: Tensor  # (P_t, m, P), see Plan.pick
     duplicate: bool  # STT holds frame 0 twice while t <= n: score slot 0 a second time
 
 
@@ -196,9 +108,9 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
     first_free = window == "circle" and not restrict_first
     if screen == "bfloat16":
         row = SCREEN_TILE**2 * math.ceil(width / SCREEN_TILE)
-        plan = _plan(height, width, offsets, n_context, first_free, chunk or row, SCREEN_TILE)
+        plan = make_plan(height, width, offsets, n_context, first_free, chunk or row, SCREEN_TILE)
         return propagate_screened(feats, first_labels, plan, (topk, temperature))
-    plan = _plan(height, width, offsets, n_context, first_free, chunk or DEFAULT_CHUNK)
+    plan = make_plan(height, width, offsets, n_context, first_free, chunk or DEFAULT_CHUNK)
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
     first = F.normalize(feats[0], dim=0).reshape(channels, -1) if plan.first_free else None
@@ -206,7 +118,7 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
     ring = store[:0].view(height, 0, width, channels)  # grows to S slots, then cycles
     ring_labels = out.new_empty((0, *out.shape[1:]))
     scratch = feats.new_zeros(plan.group * plan.side**2 * plan.slots * plan.tile**2)
-    query, pick = _normalised(feats[0]), plan.pick(1)
+    query, pick = normalised(feats[0]), plan.pick(1)
     for t in range(1, n_frames):
         if ring.shape[1] < plan.slots:  # growing: frame t-1 takes slot t-1
             ring = _grow(store, ring, query)
@@ -217,7 +129,7 @@ def propagate(feats: Tensor, first_labels: Tensor, *, n_context: int = 20, topk:
         duplicate = not plan.first_free and t <= n_context
         blocks = [out[0:1]] * plan.first_free + [ring_labels] + [out[0:1]] * duplicate
         labels = torch.cat(blocks).flatten(2).transpose(0, 1).flatten(1)  # (K, blocks * HW)
-        query = _normalised(feats[t])
+        query = normalised(feats[t])
         ctx = _Context(ring, labels, first, pick, duplicate)
         out[t] = _propagate_frame(query, ctx, scratch, plan, (topk, temperature))
     return out
@@ -245,13 +157,7 @@ def _grow(store: Tensor, ring: Tensor, frame: Tensor) -> Tensor:
     return grown
 
 
-def _normalised(frame: Tensor) -> Tensor:
-    """``(C, H, W)`` -> L2-normalised over C, channel-last ``(H, W, C)``, contiguous: every
-    later copy of the frame (ring, tiles, bf16 keys) is then a plain one, not a transpose."""
-    return F.normalize(frame.permute(1, 2, 0).contiguous(), dim=2)  # reduce along memory
-
-
-def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
+def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: Plan,
                      step: tuple[int, float]) -> Tensor:
     """Labels of one target frame, ``plan.group`` tiles at a time.
 
@@ -283,16 +189,8 @@ def _propagate_frame(query: Tensor, ctx: _Context, scratch: Tensor, plan: _Plan,
     return out[:, :plan.height, :plan.width]
 
 
-def query_tiles(query: Tensor, plan: _Plan) -> Tensor:
-    """``(H, W, C)`` target features as ``(n_ty, n_tx, P_t, C)`` tiles (zero-padded at the edges)."""
-    n_ty, n_tx = plan.shape
-    tile = plan.tile
-    padded = F.pad(query, (0, 0, 0, n_tx * tile - plan.width, 0, n_ty * tile - plan.height))
-    return padded.reshape(n_ty, tile, n_tx, tile, -1).transpose(1, 2).reshape(n_ty, n_tx, tile * tile, -1)
-
-
 def _tile_affinity(q: Tensor, ring: Tensor, block: Tensor, at: tuple[int, int],
-                   plan: _Plan) -> None:
+                   plan: Plan) -> None:
     """Affinities of one tile's cells to its key region in every ring slot, into ``block``.
 
     One batched GEMM over (key row, slot) reads the ring in place (the two dimensions merge
@@ -316,7 +214,7 @@ def _tile_affinity(q: Tensor, ring: Tensor, block: Tensor, at: tuple[int, int],
             yb - ya, -1, xb - xa, q.shape[0])
 
 
-def _chunk_topk(q: Tensor, block: Tensor, ctx: _Context, plan: _Plan, at: tuple[int, int],
+def _chunk_topk(q: Tensor, block: Tensor, ctx: _Context, plan: Plan, at: tuple[int, int],
                 step: tuple[int, float]) -> tuple[Tensor, Tensor]:
     """Top-k softmax weights of a chunk of tiles and the label index of each kept candidate.
 
@@ -344,7 +242,7 @@ def _chunk_topk(q: Tensor, block: Tensor, ctx: _Context, plan: _Plan, at: tuple[
     return (top / tau).softmax(dim=2), src  # -inf (outside the image) gets weight 0
 
 
-def _label_index(slot: Tensor, win: Tensor, plan: _Plan, at: tuple[int, int],
+def _label_index(slot: Tensor, win: Tensor, plan: Plan, at: tuple[int, int],
                  n_free: int) -> Tensor:
     """Flat label index of window cell ``win`` of ring slot ``slot`` for each target cell."""
     tile, n_tiles = plan.tile, slot.shape[0]

@@ -25,17 +25,20 @@ argmax agreement with the dense float32 computation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stcorr.eval.propagation_plan import Plan, normalised, query_tiles
 from stcorr.eval.propagation_select import FIRST_BLOCK, Blocks, block_maxima, candidates
 
-if TYPE_CHECKING:
-    from stcorr.eval.propagation import _Plan
-
+# The screen's tile: its GEMMs run ~1.7x faster per cell at 144 query cells than at 64 (AMX),
+# more than paying for the larger key region, and 60 rows (DAVIS 480p at stride 8) split into
+# whole tiles. Its chunk defaults to a whole tile row (~80 MB of scratch on DAVIS-sized maps):
+# the screen's per-chunk work is mostly fixed-cost ops.
+SCREEN_TILE = 12
 SCREEN_MARGIN = 3  # k' = 3k re-scored exactly: 2k moved 2.6% of cells of the near-tie test, 3k 0.9%
 SCREEN_DTYPE = torch.bfloat16
 SHIFT_PAD = 32  # channels appended: one carries the shift, the rest keep AMX's 32-wide K tiles
@@ -59,7 +62,7 @@ class WindowCells(NamedTuple):
     image: Tensor
 
 
-def window_cells(plan: _Plan) -> WindowCells:
+def window_cells(plan: Plan) -> WindowCells:
     """Each tile cell's window cells in its tile's key region (see ``WindowCells``)."""
     cell = torch.arange(plan.tile**2, device=plan.offsets.device).view(-1, 1)
     row = cell // plan.tile + plan.offsets[:, 0] + plan.reach  # (P_t, P)
@@ -85,11 +88,11 @@ def shifted(x: Tensor, value: float) -> Tensor:
     return out
 
 
-def banded(frame: Tensor, plan: _Plan) -> Tensor:
+def banded(frame: Tensor, plan: Plan) -> Tensor:
     """``(H, W, C)`` normalised frame -> ``(n_tx, H, side, C')`` shifted bf16 key columns per
     tile column (``shifted``; C' = C + SHIFT_PAD).
 
-    Columns outside the image are zero; ``_Plan.invalid`` excludes them.
+    Columns outside the image are zero; ``Plan.invalid`` excludes them.
     """
     height, width, _ = frame.shape
     n_tx = plan.shape[1]
@@ -118,7 +121,7 @@ def grown_bands(bands: Tensor, capacity: int) -> Tensor:
 
 
 def screened_chunk(q: Tensor, scratch: Tensor, maxima: Tensor, blocks: Blocks,
-                   ctx: _ScreenContext, window: WindowCells, plan: _Plan, at: tuple[int, int],
+                   ctx: _ScreenContext, window: WindowCells, plan: Plan, at: tuple[int, int],
                    step: tuple[int, float]) -> tuple[Tensor, Tensor]:
     """Top-k softmax weights of a chunk of tiles and the label index of each kept candidate.
 
@@ -184,7 +187,7 @@ class _ScreenContext:
 
 
 def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: WindowCells, scratch: Tensor,
-                  plan: _Plan, at: tuple[int, int]) -> tuple[Tensor, Blocks]:
+                  plan: Plan, at: tuple[int, int]) -> tuple[Tensor, Blocks]:
     """A chunk's bf16 scores, written into ``scratch``, and their block maxima.
 
     Region: one plain GEMM per tile (its key region is contiguous in the banded ring); rows
@@ -217,7 +220,7 @@ def _chunk_scores(low: Tensor, ctx: _ScreenContext, window: WindowCells, scratch
 
 
 def screened_frame(query: Tensor, ctx: _ScreenContext, window: WindowCells, scratch: Tensor,
-                   plan: _Plan, step: tuple[int, float]) -> Tensor:
+                   plan: Plan, step: tuple[int, float]) -> Tensor:
     """Labels of one target frame, ``plan.group`` tiles at a time, with a bf16 screen.
 
     Args:
@@ -229,8 +232,6 @@ def screened_frame(query: Tensor, ctx: _ScreenContext, window: WindowCells, scra
     """
     n_labels, tile = ctx.labels.shape[0], plan.tile
     n_ty, n_tx = plan.shape
-    from stcorr.eval.propagation import query_tiles  # it imports this module
-
     tiles = query_tiles(query, plan)  # (n_ty, n_tx, P_t, C)
     low = shifted(tiles, 1.0)
     out = query.new_empty((n_labels, n_ty * tile, n_tx * tile))
@@ -248,10 +249,10 @@ def screened_frame(query: Tensor, ctx: _ScreenContext, window: WindowCells, scra
 
 
 @torch.no_grad()
-def propagate_screened(feats: Tensor, first_labels: Tensor, plan: _Plan,
+def propagate_screened(feats: Tensor, first_labels: Tensor, plan: Plan,
                        step: tuple[int, float]) -> Tensor:
     """``propagate(..., screen="bfloat16")``: the same loop over target frames and ring slots
-    (``_Plan``), with a banded bf16 ring for the screen and a table of exact keys beside it.
+    (``Plan``), with a banded bf16 ring for the screen and a table of exact keys beside it.
 
     Args:
         feats, first_labels: as ``propagate``; plan: its tiles, windows and slots;
@@ -260,13 +261,11 @@ def propagate_screened(feats: Tensor, first_labels: Tensor, plan: _Plan,
     Returns:
         ``(T, K, H, W)`` soft labels in the dtype of ``feats``.
     """
-    from stcorr.eval.propagation import _normalised  # it imports this module
-
     n_frames, channels, height, width = feats.shape
     out = feats.new_empty((n_frames, first_labels.shape[0], height, width))
     out[0] = first_labels.to(out)
     table = feats.new_empty((plan.slots + 1, height * width, channels))
-    table[-1] = _normalised(feats[0]).reshape(-1, channels)
+    table[-1] = normalised(feats[0]).reshape(-1, channels)
     first = None  # (HW padded to FIRST_BLOCK, C') shifted bf16 frame 0
     if plan.first_free:
         first = F.pad(shifted(table[-1], KEY_SHIFT), (0, 0, 0, -table.shape[1] % FIRST_BLOCK))
@@ -292,7 +291,7 @@ def propagate_screened(feats: Tensor, first_labels: Tensor, plan: _Plan,
         duplicate = not plan.first_free and t <= plan.n_context
         blocks = [out[0:1]] * plan.first_free + [ring_labels] + [out[0:1]] * duplicate
         labels = torch.cat(blocks).flatten(2).transpose(0, 1).flatten(1)  # (K, blocks * HW)
-        query = _normalised(feats[t])
+        query = normalised(feats[t])
         ctx = _ScreenContext(bands, table, labels, first, duplicate, ring_labels.shape[0])
         out[t] = screened_frame(query, ctx, window, scratch, plan, step)
     return out

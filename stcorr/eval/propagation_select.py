@@ -44,7 +44,7 @@ def block_maxima(scores: Tensor, window: Tensor, invalid: Tensor,
     Args:
         scores: ``(G, side, side, m, P_t)`` bf16 region affinities (key row, key column,
             slot, cell); window: ``(G', P_t, P)`` (``propagation_screen.window_cells``);
-        invalid: ``(G, P_t, P)`` window cells outside the image (``_Plan.invalid``);
+        invalid: ``(G, P_t, P)`` window cells outside the image (``Plan.invalid``);
         first: ``(HW padded, G * P_t)`` bf16 affinities to frame 0 (padding -inf), or None.
 
     Returns:
