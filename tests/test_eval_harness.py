@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from skimage.color import rgb2lab
 
 from stcorr.config import ComputeConfig, EvaluateConfig, PipelineConfig, SynthConfig
 from stcorr.data.synthetic import generate
-from stcorr.eval.features import FeatureExtractor, load_model
+from stcorr.eval.features import FeatureExtractor, load_model, native_bf16, resolved_precision
 from stcorr.eval.harness import (
     aggregate,
     evaluate_benchmark,
@@ -117,6 +118,23 @@ def test_bfloat16_features_point_where_float32_features_do(encoder_file: Path) -
     cosine = (half * full).sum(1)  # both unit vectors over C
     assert cosine.min().item() > 0.98
     assert not torch.equal(half, full)  # the precision key really reaches the forward pass
+
+
+def test_auto_precision_is_bf16_where_native_and_recorded(encoder_file: Path, small: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    native = native_bf16()
+    assert EvaluateConfig().precision == "auto"
+    assert resolved_precision("auto") == ("bfloat16" if native else "float32")
+    assert [resolved_precision(p) for p in ("float32", "bfloat16")] == ["float32", "bfloat16"]
+    spec = load_model(str(encoder_file), objective="stt")
+    frames = np.random.default_rng(2).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    auto = FeatureExtractor(spec, precision="auto")
+    chosen = FeatureExtractor(spec, precision="bfloat16" if native else "float32")
+    assert auto.precision == chosen.precision and torch.equal(auto(frames), chosen(frames))
+    assert FeatureExtractor(load_model("lab"), precision="bfloat16").precision == "float32"
+    cfg = EvaluateConfig(visualize=False, max_sequences=1, precision="float32")
+    evaluate_benchmark("davis", small["davis"], spec, cfg, tmp_path, None)
+    assert json.loads((tmp_path / "davis-summary.json").read_text())["precision"] == "float32"
 
 
 def test_model_specs_follow_the_objective(encoder_file: Path) -> None:
@@ -252,6 +270,8 @@ def test_evaluate_stage_logs_metrics_tables_and_pictures(small: dict[str, Path],
         assert listing(f"{base}/strips") == [f"{s}-strip.png" for s in seqs]
         assert listing(f"{base}/gifs") == [f"{s}.gif" for s in seqs]
     assert "| candidate |" in out["table"] and "| teacher |" in out["table"]
+    ran = resolved_precision(cfg.evaluate.precision)  # the default, auto: bf16 where native
+    assert out["precision"] == {"candidate": ran, "teacher": ran}  # no forward pass for Lab
 
     again = run_evaluate(cfg, str(encoder_file), str(encoder_file), {"davis": str(small["davis"])},
                          objective="stt")

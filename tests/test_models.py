@@ -16,6 +16,7 @@ from stcorr.models.resnet import (
     PRESETS,
     build_backbone,
     encoder_state_dict,
+    fold_batchnorm,
     load_encoder_state,
 )
 
@@ -78,6 +79,31 @@ def test_crw_preset_strides_and_reflect_padding() -> None:
     padded = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
     assert padded and all(c.padding_mode == "reflect" for c in padded)
     assert isinstance(model.maxpool, nn.MaxPool2d)
+
+
+@pytest.mark.parametrize(("preset", "arch"), [("eval_d8", "resnet18"), ("crw", "resnet18"),
+                                           ("eval_pool_d8", "resnet50")])
+def test_folded_batchnorm_gives_the_same_features(preset: str, arch: str) -> None:
+    """Folding each eval-mode BatchNorm into its convolution is exact in real arithmetic: in
+    float64 the two networks agree to rounding, with statistics far from (0, 1), through basic
+    and bottleneck blocks, downsample branches and CRW's reflect padding; the original keeps its
+    BatchNorms."""
+    torch.manual_seed(3)
+    model = build_backbone(preset, arch).double()
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-2, 2)
+        bn.running_var.uniform_(0.1, 4)
+        bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    x = torch.randn(2, 3, 48, 80, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = model(x), folded(x)
+    for tap in expected:
+        torch.testing.assert_close(got[tap], expected[tap], rtol=1e-9, atol=1e-9)
 
 
 def test_eval_preset_does_not_build_layer4() -> None:

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from stcorr.config import load_config
+from stcorr.eval.features import resolved_precision
+
 pytestmark = pytest.mark.slow
 
 TINY = [
@@ -117,6 +120,8 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
             assert f"**{bench}**" in reports[-1]
         assert "## Learning health" in reports[-1] and "pretrain health:" in reports[-1]
         assert "copy first mask" in reports[-1] and "- footage: candidate - lab: " in reports[-1]
+        ran = resolved_precision(load_config().evaluate.precision)  # what auto chose here
+        assert f"forward pass in {ran}" in reports[-1].split("## How each model was run")[1]
         _check_report(root, reports[-1], parent)
     finetunes = {r.info.run_id for r in _finished(runs, "finetune")}
     assert all(sum(rid in report for rid in finetunes) == 1 for report in reports)  # its own run

@@ -22,7 +22,7 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,12 @@ class BenchmarkResult:
     files: dict[str, Path] = field(default_factory=dict)  # csv, json, predictions
     pictures: list[Path] = field(default_factory=list)  # strips and GIFs
 
+    @property
+    def precision(self) -> str:
+        """The encoder's arithmetic over the sequences ("float32", "bfloat16" or both, where
+        ``auto`` met machines with and without native bf16)."""
+        return " and ".join(sorted({s.precision for s in self.sequences})) or "float32"
+
 
 def read_benchmark(benchmark: str, root: str | Path,
                    max_sequences: int | None = None) -> Sequences:
@@ -90,8 +96,9 @@ def _sequence_task(benchmark: str, seq: MaskSequence | PoseSequence, spec: Model
     """Body of one Ray task (and of the sequential path): build the model, evaluate."""
     weights = read_state(state, spec.weights or spec.name) if state is not None else None
     extractor = FeatureExtractor(spec, weights, cfg.precision)
-    return evaluate_sequence(PROTOCOL[benchmark], seq, extractor, cfg, pred_dir, size=size,
-                             visualize=cfg.visualize)
+    result = evaluate_sequence(PROTOCOL[benchmark], seq, extractor, cfg, pred_dir, size=size,
+                               visualize=cfg.visualize)
+    return replace(result, precision=extractor.precision)
 
 
 def run_sequences(benchmark: str, seqs: Sequences, spec: ModelSpec, cfg: EvaluateConfig,
@@ -186,7 +193,8 @@ def write_outputs(result: BenchmarkResult, out_dir: Path) -> None:
     summary = out_dir / f"{bench}-summary.json"
     summary.write_text(json.dumps({"benchmark": bench, "model": result.model,
                                    "summary": json_safe(result.summary),
-                                   "sequences": len(result.sequences)}, indent=2))
+                                   "sequences": len(result.sequences),
+                                   "precision": result.precision}, indent=2))
     result.files.update(csv=table, json=summary)
     pictures = out_dir / "pictures" / bench
     for seq in result.sequences:

@@ -63,6 +63,7 @@ class SequenceResult:
         confusion: VIP ``(20, 20)`` counts (rows GT, columns prediction).
         keypoints: JHMDB ``(pred, gt)``, each ``(T, 15, 2)`` (x, y) in original pixels.
         strip, animation: PNG and GIF bytes (empty when pictures are off).
+        precision: the encoder's arithmetic that ran ("float32" or "bfloat16").
     """
 
     benchmark: str
@@ -75,6 +76,7 @@ class SequenceResult:
     keypoints: tuple[np.ndarray, np.ndarray] | None = None
     strip: bytes = b""
     animation: bytes = b""
+    precision: str = "float32"
 
 
 def load_frames(paths: tuple[Path, ...] | list[Path]) -> np.ndarray:

@@ -35,6 +35,7 @@ Layers deeper than the deepest requested tap are not built (no unused parameters
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 from collections.abc import Mapping, Sequence
@@ -167,6 +168,31 @@ def build_backbone(preset: str, arch: str = "resnet18", **kw: object) -> ResNetB
     spec = dataclasses.asdict(PRESETS[preset])
     spec.update(kw)
     return ResNetBackbone(arch=arch, **spec)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with each BatchNorm folded into the convolution before it.
+
+    In eval mode a BatchNorm is an affine map per channel, so ``bn(conv(x))`` equals one
+    convolution with scaled weights and a bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``):
+    the same features up to float rounding (~1e-5 relative) and one pass over every activation
+    map less (BatchNorm was ~10 % of a 480p forward pass on CPU). Pairs are the torchvision
+    names: ``convN``/``bnN`` in the stem and every block, ``downsample.0``/``downsample.1``.
+    The copy cannot be trained or recalibrated (its statistics are gone); ``model`` is untouched.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(unwrap(model)).eval()
+    for module in folded.modules():
+        pairs = [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
+        if isinstance(module, nn.Sequential) and len(module) == 2:
+            pairs = [("0", "1")]
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+    return folded
 
 
 def unwrap(model: nn.Module) -> nn.Module:

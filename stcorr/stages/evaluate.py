@@ -164,6 +164,8 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
                   "comparisons": [c.to_dict() for c in comparisons], "objects": objects,
                   "notes": {m.name: list(m.notes) for m in models},
                   "contracts": {m.name: m.describe() for m in models},
+                  "precision": {r.model: r.precision for r in results
+                                if r.model in {m.name for m in models if m.kind in ("encoder", "random")}},
                   "contract_fields": {m.name: m.contract.to_dict() for m in models if m.kind == "encoder"}}
         run.log_json(output, OUTPUT_ARTIFACT)
     return output

@@ -89,10 +89,12 @@ def ranking_section(evaluate: dict[str, Any]) -> list[str]:
     lines += [f"- {c.benchmark}: {c.line()}" for c in comparisons] or ["- (no per-object scores)"]
     notes = {m: n for m, n in evaluate.get("notes", {}).items() if n}
     contracts = evaluate.get("contracts", {})
+    precision = evaluate.get("precision", {})
     if notes or contracts:
         lines += ["", "## How each model was run", ""]
         for model in _ordered({m: {} for m in {*notes, *contracts}}):
-            what = "; ".join([contracts[model]] * (model in contracts) + notes.get(model, []))
+            arithmetic = [f"forward pass in {precision[model]}"] if model in precision else []
+            what = "; ".join([contracts[model]] * (model in contracts) + arithmetic + notes.get(model, []))
             lines.append(f"- {MODEL_LABEL.get(model, model)}: {what}")
     return lines
 
