@@ -147,6 +147,28 @@ def test_two_pipelines_at_once_then_cached_then_evaluate_only(tmp_path: Path) ->
     assert len(_finished(runs, "finetune")) == 2
     assert len(_finished(runs, "evaluate")) == 3  # only evaluation ran again
 
+    ui = _popen(tmp_path, "ui", "--port", "5099")  # serves the store: read its first line only
+    assert ui.stdout is not None
+    first_line = ui.stdout.readline().strip()
+    os.killpg(ui.pid, signal.SIGKILL)
+    ui.wait(timeout=60)
+    page = f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    assert first_line == f"MLflow UI on http://127.0.0.1:5099/{page} (Ctrl-C to stop)"
+
+
+def test_experiment_link_reads_a_local_store_and_never_creates_one(tmp_path: Path) -> None:
+    from stcorr.config import TrackingConfig
+    from stcorr.tracking import experiment_link, setup
+
+    missing = TrackingConfig(uri=f"sqlite:///{tmp_path / 'none.db'}")
+    assert experiment_link(missing) == "" and not (tmp_path / "none.db").exists()
+    store = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="other",
+                           artifact_location=str(tmp_path / "art"))
+    assert experiment_link(store) == ""  # no store yet
+    experiment_id = setup(store)
+    assert experiment_link(store) == f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert experiment_link(TrackingConfig(uri=store.uri, experiment="absent")) == ""
+
 
 INTERNAL = ("pid=", "Failed to query", "TrainingReport", "core_worker", "INFO mlflow", "prefect",
             "Checkpoint successfully", "Traceback")

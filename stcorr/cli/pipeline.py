@@ -165,7 +165,7 @@ def ui(
     Serves the configured store (local SQLite by default) on 127.0.0.1; for an MLflow server,
     prints its address.
     """
-    from stcorr.tracking import resolve_uri
+    from stcorr.tracking import experiment_link, resolve_uri
 
     cfg = _load(config, sets, profile)
     uri = cfg.tracking.uri
@@ -175,7 +175,8 @@ def ui(
         typer.echo(f"the MLflow server is at {uri}; open it in a browser")
         return
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    # the runs page: MLflow 3.17 opens an experiment in its GenAI layout unless the URL asks
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port}/{experiment_link(cfg.tracking)} (Ctrl-C to stop)")
     os.execv(
         mlflow,
         [mlflow, "ui", "--backend-store-uri", resolve_uri(uri), "--host", "127.0.0.1", "--port", str(port)],

@@ -32,6 +32,7 @@ from stcorr.tracking.stage_cache import (
 from stcorr.tracking.stage_runs import (
     HTTP_RETRIES,
     TrackingError,
+    experiment_link,
     explain_outage,
     find_finished,
     record_skip,
@@ -48,6 +49,7 @@ __all__ = [
     "StageOutput",
     "TrackingError",
     "claim",
+    "experiment_link",
     "explain_outage",
     "find_finished",
     "latest_pipeline",

@@ -103,8 +103,9 @@ def setup(cfg: TrackingConfig) -> str:
         ) from None
 
 
-# The experiment's kind for MLflow 3's UI: a model-training experiment opens on its runs, not on
-# the GenAI (traces) view (the tag and value its UI reads, mlflow 3.17).
+# The experiment's kind for MLflow 3's UI (the tag and value it reads). MLflow 3.17's UI lays
+# every experiment out by a per-browser GenAI / Model training switch (GenAI until flipped) and
+# uses the tag only where that switch is turned off, so links also ask for model training.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 UI_PORT = 5000  # where `stcorr ui` serves a local store
 
@@ -117,6 +118,21 @@ def ui_url(cfg: TrackingConfig, run_id: str, experiment_id: str | None = None) -
 
         experiment_id = MlflowClient(resolve_uri(cfg.uri or "")).get_run(run_id).info.experiment_id
     return f"{base.rstrip('/')}/{run_link(experiment_id, run_id)}"
+
+
+def experiment_link(cfg: TrackingConfig) -> str:
+    """The experiment's runs page relative to the MLflow UI, in its model-training layout
+    (``#/experiments/1/runs?workflowType=...``); "" when a local store or its experiment does not
+    exist yet (the UI's home page lists experiments). A local store is read, never created."""
+    from mlflow import MlflowClient
+
+    uri = resolve_uri(cfg.uri or "")
+    if not uri.startswith("sqlite:///") or not Path(uri.removeprefix("sqlite:///")).is_file():
+        return ""
+    experiment = MlflowClient(uri).get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        return ""
+    return f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
 
 
 def run_link(experiment_id: str, run_id: str) -> str:
