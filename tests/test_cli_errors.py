@@ -74,7 +74,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
                                  alias=alias, tags={})
                 run.log_json({"encoder": str(encoder)}, "stage_output.json")
         with tracking.stage_run(cfg, "evaluate", "e" * 64, run_name="evaluate-eeeeeeee") as run:
-            run.log_json({"out_dir": f"{root}/work/eval/eeee"}, "stage_output.json")
+            (root / "work/eval/eeee").mkdir(parents=True)
+            run.log_json({"out_dir": f"{root}/work/eval/eeee"}, "evaluate/stage_output.json")
     from mlflow import MlflowClient
 
     finetune = MlflowClient().search_runs(
@@ -104,6 +105,19 @@ def test_status_names_each_stage_output_and_the_run_url(store: PipelineConfig) -
     assert rows["shard-images"].rstrip().endswith("shards/manifest.json")
     assert rows["evaluate-eeeeeeee"].rstrip().endswith("work/eval/eeee")
     assert all(" FINISHED " in row for row in rows.values())
+
+
+def test_status_names_the_run_artifacts_where_the_results_folder_is_not_here(store: PipelineConfig) -> None:
+    """An s3:// storage root evaluates into a temporary folder on the driver: then the results
+    are the copy MLflow holds."""
+    folder = Path(store.storage.root) / "eval" / "eeee"
+    folder.rename(folder.with_name("elsewhere"))
+    try:
+        [evaluate] = [s for s in pipeline_status(store, "feedc0de").stages if s.stage == "evaluate-eeeeeeee"]
+    finally:
+        folder.with_name("elsewhere").rename(folder)
+    assert evaluate.output.startswith(Path(str(store.tracking.artifact_location)).as_uri() + "/")
+    assert evaluate.output.endswith("/artifacts/evaluate")
 
 
 def test_status_of_a_reusing_pipeline_shows_the_reused_output(store: PipelineConfig) -> None:

@@ -255,3 +255,5 @@ def test_sigterm_then_sigkill_during_finetune_then_resume(tmp_path: Path) -> Non
     assert status.returncode == 0, status.stderr
     assert "finetune" in status.stdout and "FINISHED" in status.stdout
     assert "models:/stcorr-encoder@candidate" in status.stdout
+    evaluate_row = next(line for line in status.stdout.splitlines() if line.startswith("evaluate-"))
+    assert f" {tmp_path / 'work' / 'evaluate'}/" in evaluate_row  # its results folder

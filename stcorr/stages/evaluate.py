@@ -28,7 +28,6 @@ from stcorr.eval.ranking import compare
 from stcorr.runtime import init_ray
 
 BenchmarkName = Literal["footage", "davis", "vip", "jhmdb"]
-OUTPUT_ARTIFACT = "evaluate/stage_output.json"
 
 
 def _models(cfg: PipelineConfig, candidate: str | None, teacher: str | None, objective: str | None,
@@ -116,7 +115,7 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
         ValueError: no configured benchmark has a root; BenchmarkLayoutError: a bad layout;
         ModelRefError: an encoder reference that does not resolve.
     """
-    from stcorr.tracking import claim, reuse, run_json, stage_fingerprint
+    from stcorr.tracking import claim, output_artifact, reuse, run_json, stage_fingerprint
 
     roots = {b: benchmarks[b] for b in cfg.evaluate.benchmarks if benchmarks.get(b)}
     if not roots:
@@ -133,7 +132,7 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
     cfg = cfg.model_copy(update={"evaluate": chosen(cfg.evaluate, cand.contract if cand else None)})
     fp = stage_fingerprint("evaluate", section, *map(_identity, models), *data)
     def find() -> dict[str, Any] | None:
-        return reuse(cfg, "evaluate", fp, lambda run: dict(run_json(run, OUTPUT_ARTIFACT)))
+        return reuse(cfg, "evaluate", fp, lambda run: dict(run_json(run, output_artifact("evaluate"))))
 
     with claim(cfg, "evaluate", fp, find) as done:
         return done or _evaluate(cfg, fp, models, roots, skipped, pipeline)
@@ -141,7 +140,7 @@ def run_evaluate(cfg: PipelineConfig, candidate_encoder: str | None,
 
 def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapping[BenchmarkName, str],
               skipped: list[str], pipeline: str) -> dict[str, Any]:
-    from stcorr.tracking import maybe_stage_run
+    from stcorr.tracking import maybe_stage_run, output_artifact
 
     out_dir = _out_dir(cfg, fp)
     init_ray(cfg.compute)  # once, before the benchmark threads share it
@@ -167,7 +166,7 @@ def _evaluate(cfg: PipelineConfig, fp: str, models: list[ModelSpec], roots: Mapp
                   "precision": {r.model: r.precision for r in results
                                 if r.model in {m.name for m in models if m.kind in ("encoder", "random")}},
                   "contract_fields": {m.name: m.contract.to_dict() for m in models if m.kind == "encoder"}}
-        run.log_json(output, OUTPUT_ARTIFACT)
+        run.log_json(output, output_artifact("evaluate"))
     return output
 
 

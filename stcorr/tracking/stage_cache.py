@@ -119,6 +119,14 @@ def record_health(run: Any, stage: str, extras: dict[str, str], context: dict[st
 
 
 OUTPUT_ARTIFACT = "stage_output.json"
+# The evaluate stage keeps its hand-over (results folder, tables, summaries) beside its results
+# table under evaluate/; `output_artifact` is where any stage's hand-over is.
+EVALUATE_OUTPUT_ARTIFACT = "evaluate/stage_output.json"
+
+
+def output_artifact(stage: str) -> str:
+    """The artifact path of a stage's hand-over in its run."""
+    return EVALUATE_OUTPUT_ARTIFACT if stage == "evaluate" else OUTPUT_ARTIFACT
 
 
 def save_output(run: Any, out: StageOutput) -> StageOutput:

@@ -18,6 +18,7 @@ from typing import Any
 from stcorr.config import PipelineConfig
 from stcorr.tracking import stage_runs
 from stcorr.tracking.lineage import PipelineNotFoundError
+from stcorr.tracking.stage_cache import output_artifact
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,13 @@ def _output(client: Any, run: Any) -> str:
     versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
     if versions:
         return ", ".join(_model_ref(client, v.name, str(v.version)) for v in versions)
-    recorded = _stage_output(client, run.info.run_id)
+    stage = run.data.tags.get(stage_runs.TAG_STAGE, "")
+    recorded = _stage_output(client, run.info.run_id, output_artifact(stage))
+    if stage == "evaluate" and recorded:
+        # the results folder where it is on this machine, else its copy among the run's artifacts
+        # (an s3:// storage root evaluates into a temporary folder on the driver)
+        folder = recorded.get("out_dir")
+        return str(folder) if folder and Path(folder).is_dir() else f"{run.info.artifact_uri}/evaluate"
     return str(recorded.get("out_dir") or recorded.get("encoder") or "")
 
 
@@ -168,11 +175,11 @@ def _model_ref(client: Any, name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 
 
-def _stage_output(client: Any, run_id: str) -> dict[str, Any]:
-    """The run's ``stage_output.json`` hand-over (``stcorr.tracking.stage_cache.OUTPUT_ARTIFACT``), or {}."""
+def _stage_output(client: Any, run_id: str, artifact: str) -> dict[str, Any]:
+    """The run's hand-over (``stcorr.tracking.stage_cache.output_artifact``), or {}."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, "stage_output.json", tmp)
+            local = client.download_artifacts(run_id, artifact, tmp)
             data = json.loads(Path(local).read_text())
         except Exception:  # no such artifact (shard, import, failed runs)
             return {}
