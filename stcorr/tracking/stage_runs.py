@@ -108,6 +108,7 @@ def setup(cfg: TrackingConfig) -> str:
 # uses the tag only where that switch is turned off, so links also ask for model training.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 UI_PORT = 5000  # where `stcorr ui` serves a local store
+MODEL_TRAINING = "?workflowType=machine_learning"  # the UI page's query asking for that layout
 
 
 def ui_url(cfg: TrackingConfig, run_id: str, experiment_id: str | None = None) -> str:
@@ -132,7 +133,7 @@ def experiment_link(cfg: TrackingConfig) -> str:
     experiment = MlflowClient(uri).get_experiment_by_name(cfg.experiment)
     if experiment is None:
         return ""
-    return f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    return f"#/experiments/{experiment.experiment_id}/runs{MODEL_TRAINING}"
 
 
 def run_link(experiment_id: str, run_id: str) -> str:
@@ -142,7 +143,7 @@ def run_link(experiment_id: str, run_id: str) -> str:
     MLflow 3.17's UI shows every page in its GenAI layout unless the URL (or a toggle the browser
     remembers) asks for model training; the experiment's kind tag alone does not switch it.
     """
-    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return f"#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING}"
 
 
 @contextlib.contextmanager
